@@ -1,0 +1,1 @@
+"""Exporters: IR to ONNX, PyTorch and TensorFlow."""

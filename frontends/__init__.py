@@ -1,0 +1,1 @@
+"""Frontends: trace framework models into the IR."""

@@ -1,0 +1,143 @@
+"""Builder: the one way nodes are created. Methods are the op names.
+
+`b.add(x, y)` looks the op up in the registry, runs its shape/dtype rule and
+appends a typed node. Python numbers and numpy arrays given as inputs become
+`constant` nodes with the dtype of the first Value input, so gradient rules
+can write `b.mul(g, 0.5)` without dtype promotion surprises.
+"""
+import itertools
+import sys
+import traceback
+
+import numpy as np
+
+from irtool.errors import GraphError, IRTypeError
+from irtool.ir.dtypes import check_dtype, np_dtype
+from irtool.ir.graph import Attrs, Graph, Node, Param, TensorType, Value
+from irtool.ir.opdef import REGISTRY, get_op
+
+
+class Builder:
+    def __init__(self, name="graph"):
+        self.name = name
+        self.inputs = []
+        self.params = {}
+        self.nodes = []
+        self._names = set()
+        self._counter = itertools.count()
+        self.source = None   # set by frontends: where the next nodes come from
+
+    # -- naming ------------------------------------------------------------
+    def fresh(self, base):
+        base = base or "v"
+        if base not in self._names:
+            self._names.add(base)
+            return base
+        while True:
+            name = f"{base}_{next(self._counter)}"
+            if name not in self._names:
+                self._names.add(name)
+                return name
+
+    def _claim(self, name):
+        if name in self._names:
+            raise GraphError(f"name {name!r} is already used in this graph")
+        self._names.add(name)
+        return name
+
+    # -- leaves --------------------------------------------------------------
+    def input(self, name, dtype, shape):
+        v = Value(self._claim(name), TensorType(dtype, shape))
+        self.inputs.append(v)
+        return v
+
+    def param(self, name, data, trainable=True, dtype=None):
+        data = np.asarray(data, dtype=np_dtype(dtype) if dtype else None)
+        v = Value(self._claim(name), TensorType(check_dtype(data.dtype), data.shape))
+        self.params[name] = Param(v, np.ascontiguousarray(data), bool(trainable))
+        return v
+
+    def const(self, value, dtype):
+        arr = np.asarray(value, dtype=np_dtype(dtype))
+        return self.add_node("constant", (), {"value": arr})
+
+    # -- nodes -------------------------------------------------------------
+    def add_node(self, op, inputs, attrs=None, name=None):
+        op = get_op(op) if isinstance(op, str) else op
+        inputs = list(inputs)
+        like = next((v.dtype for v in inputs if isinstance(v, Value)), None)
+        for i, v in enumerate(inputs):
+            if not isinstance(v, Value):
+                if like is None:
+                    raise IRTypeError(f"{op.name}: give at least one Value input to fix the dtype of {v!r}")
+                inputs[i] = self.const(v, like)
+        attrs = Attrs({k: v for k, v in (attrs or {}).items() if v is not None})
+        try:
+            types = op.infer([v.type for v in inputs], attrs)
+        except IRTypeError as e:
+            where = f" (from {self.source})" if self.source else ""
+            raise IRTypeError(f"{op.name}{where}: {e}") from None
+        base = name or op.name
+        names = [self.fresh(base) for _ in types]
+        node = Node(op, inputs, attrs, types, names, self.source or _caller())
+        self.nodes.append(node)
+        return node.outputs[0] if len(node.outputs) == 1 else node.outputs
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in REGISTRY:
+            raise AttributeError(f"Builder has no op {name!r}")
+        op = REGISTRY[name]
+        if op.variadic:
+            def method(values, _name=None, **attrs):
+                return self.add_node(op, values, attrs, _name)
+        else:
+            def method(*inputs, _name=None, **attrs):
+                return self.add_node(op, inputs, attrs, _name)
+        method.__name__ = name
+        method.__doc__ = op.doc
+        return method
+
+    def copy_graph(self, graph):
+        """Copy graph's inputs, params and nodes into this builder; returns the
+        old-Value -> new-Value map (used by autodiff and passes)."""
+        vmap = {}
+        for v in graph.inputs:
+            vmap[v] = self.input(v.name, v.dtype, v.shape)
+        for name, p in graph.params.items():
+            vmap[p.value] = self.param(name, p.data, p.trainable)
+        for n in graph.nodes:
+            self.replay(n, vmap)
+        return vmap
+
+    def replay(self, node, vmap, name=None):
+        """Re-create `node` here with inputs mapped through vmap."""
+        saved, self.source = self.source, node.source
+        outs = self.add_node(node.op, [vmap[v] for v in node.inputs], node.attrs,
+                             name or _base_name(node.outputs[0].name))
+        self.source = saved
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        for old, new in zip(node.outputs, outs):
+            vmap[old] = new
+        return outs
+
+    def build(self, outputs, name=None):
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        return Graph(self.inputs, outputs, self.params, self.nodes, name or self.name)
+
+
+def _base_name(name):
+    head, _, tail = name.rpartition("_")
+    return head if head and tail.isdigit() else name
+
+
+_HERE = __file__.rsplit("/", 2)[0]
+
+
+def _caller():
+    """The first stack frame outside irtool's IR core: where a node came from."""
+    f = sys._getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_HERE):
+        f = f.f_back
+    if f is None:
+        return None
+    return f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}"

@@ -1,0 +1,52 @@
+"""Graph-to-graph rewrites shared by backends.
+
+`decompose(graph, supported)` expands every composite op whose op is not in
+`supported` through its `decompose` rule until only supported ops (or ops
+without a decomposition) remain. Backends call it to fall back to primitives.
+"""
+from irtool.ir.builder import Builder
+
+
+def decompose(graph, supported):
+    while True:
+        todo = [n for n in graph.nodes if n.op not in supported and n.op.decompose is not None]
+        if not todo:
+            return graph
+        graph = _expand_once(graph, supported)
+
+
+def _expand_once(graph, supported):
+    b = Builder(graph.name)
+    vmap = {}
+    for v in graph.inputs:
+        vmap[v] = b.input(v.name, v.dtype, v.shape)
+    for name, p in graph.params.items():
+        vmap[p.value] = b.param(name, p.data, p.trainable)
+    for n in graph.nodes:
+        if n.op in supported or n.op.decompose is None:
+            b.replay(n, vmap)
+            continue
+        b.source = n.source
+        outs = n.op.decompose(b, *[vmap[v] for v in n.inputs], **n.attrs)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        for old, new in zip(n.outputs, outs):
+            vmap[old] = new
+        b.source = None
+    return b.build([vmap[o] for o in graph.outputs])
+
+
+def prune(graph):
+    """Drop nodes whose outputs reach no graph output (dead code)."""
+    live = set(graph.outputs)
+    keep = []
+    for n in reversed(graph.nodes):
+        if any(o in live for o in n.outputs):
+            keep.append(n)
+            live.update(n.inputs)
+    kept = set(keep)
+    for n in graph.nodes:
+        if n not in kept:
+            for i, v in enumerate(n.inputs):
+                v.uses.remove((n, i))
+    graph.nodes = [n for n in graph.nodes if n in kept]
+    return graph

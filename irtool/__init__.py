@@ -1,0 +1,26 @@
+"""irtool: one IR for PyTorch, TensorFlow and ONNX models, with its own
+autodiff, a numpy reference runtime and exporters.
+
+    import irtool
+    b = irtool.Builder()
+    x = b.input("x", "float32", ("batch", 4))
+    w = b.param("w", np.ones((4, 3), np.float32))
+    g = b.build([b.matmul(x, w)])
+    irtool.run(g, {"x": np.ones((2, 4), np.float32)})
+"""
+from irtool.errors import IRToolError
+from irtool.ir import Builder, Graph, grad, verify, vjp
+from irtool.ir.serialize import load, save
+from irtool.runtime import run
+
+__version__ = "0.1.0"
+
+__all__ = ["Builder", "Graph", "IRToolError", "grad", "load", "run", "save", "verify", "vjp",
+           "export_onnx"]
+
+
+def export_onnx(graph, path=None, opset=None):
+    """Export graph to ONNX; writes `path` atomically when given and returns
+    the onnx.ModelProto."""
+    from irtool.exporters.onnx import export_onnx as _export
+    return _export(graph, path, opset=opset)

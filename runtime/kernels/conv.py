@@ -1,0 +1,2 @@
+"""numpy kernels for irtool.ir.ops.conv."""
+KERNELS = {}

@@ -1,0 +1,6 @@
+"""IR dtype name -> torch dtype, for oracles."""
+import torch
+
+
+def torch_dtype(name):
+    return getattr(torch, name)
