@@ -54,7 +54,7 @@ class Builder:
     def param(self, name, data, trainable=True, dtype=None):
         data = np.asarray(data, dtype=np_dtype(dtype) if dtype else None)
         v = Value(self._claim(name), TensorType(check_dtype(data.dtype), data.shape))
-        self.params[name] = Param(v, np.ascontiguousarray(data), bool(trainable))
+        self.params[name] = Param(v, np.asarray(data, order="C"), bool(trainable))
         return v
 
     def const(self, value, dtype):

@@ -16,7 +16,7 @@ from irtool.runtime import run
 __version__ = "0.1.0"
 
 __all__ = ["Builder", "Graph", "IRToolError", "grad", "load", "run", "save", "verify", "vjp",
-           "export_onnx"]
+           "export_onnx", "import_onnx"]
 
 
 def export_onnx(graph, path=None, opset=None):
@@ -24,3 +24,9 @@ def export_onnx(graph, path=None, opset=None):
     the onnx.ModelProto."""
     from irtool.exporters.onnx import export_onnx as _export
     return _export(graph, path, opset=opset)
+
+
+def import_onnx(path_or_model):
+    """Read an ONNX model (path, bytes or onnx.ModelProto) into an IR Graph."""
+    from irtool.frontends.onnx_import import import_onnx as _import
+    return _import(path_or_model)

@@ -1,0 +1,98 @@
+"""IR -> ONNX (default domain only).
+
+`export_onnx(graph, path=None, opset=None)` lowers every node through the
+LOWERINGS tables (one per op group, `fn(ctx, node)`); composites without a
+lowering at the chosen opset fall back to their decomposition first. Params
+become initializers under their own names; graph inputs and outputs keep
+their names; symbolic dims become dim_params.
+"""
+import os
+import tempfile
+
+import onnx
+
+from irtool.errors import ExportError, UnsupportedError
+from irtool.exporters.onnx import lower_composite, lower_conv, lower_elementwise, lower_reduce, lower_shape
+from irtool.exporters.onnx.context import LoweringContext, value_info
+from irtool.ir.transform import decompose
+
+DEFAULT_OPSET = 18
+MIN_OPSET, MAX_OPSET = 17, 21
+EXTERNAL_DATA_THRESHOLD = 1 << 30   # past this, tensors go to a .data file beside the model
+
+LOWERINGS = {}
+for _group in (lower_elementwise, lower_reduce, lower_shape, lower_conv, lower_composite):
+    LOWERINGS.update(_group.LOWERINGS)
+
+
+def supported_ops(opset):
+    return {op for op, fn in LOWERINGS.items() if getattr(fn, "min_opset", 0) <= opset}
+
+
+def to_model(graph, opset=None):
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}")
+    supported = supported_ops(opset)
+    graph = decompose(graph, supported)
+    missing = {}
+    for n in graph.nodes:
+        if n.op not in supported:
+            missing[n.op.name] = missing.get(n.op.name, 0) + 1
+    if missing:
+        raise UnsupportedError("no ONNX lowering for: " + ", ".join(f"{k} (x{v})" for k, v in missing.items()))
+    ctx = LoweringContext(graph, opset)
+    for name, p in graph.params.items():
+        ctx.initializer(name, p.data)
+    for v in graph.inputs:
+        if v.name in graph.params:
+            raise ExportError(f"name {v.name!r} is both an input and a param")
+    for n in graph.nodes:
+        LOWERINGS[n.op](ctx, n)
+    return ctx.model(_distinct_outputs(ctx, graph))
+
+
+def _distinct_outputs(ctx, graph):
+    """ONNX wants each graph output made by a node under a name of its own;
+    where the IR returns an input, a param or one value twice, add Identity."""
+    produced = {o for node in ctx.nodes for o in node.output}
+    seen, infos = set(), []
+    for v in graph.outputs:
+        name = v.name
+        if name not in produced or name in seen:
+            name = ctx.emit("Identity", [v.name], [ctx.fresh(f"{v.name}_out")])
+        seen.add(name)
+        infos.append(value_info(v, name))
+    return infos
+
+
+def export_onnx(graph, path=None, opset=None):
+    model = to_model(graph, opset)
+    if path is not None:
+        write_model(model, path)
+    return model
+
+
+def write_model(model, path):
+    """Atomic write: temp files in the target folder, then rename. Models past
+    EXTERNAL_DATA_THRESHOLD keep tensors in `<file>.data` beside the model."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+    tmpdir = tempfile.mkdtemp(prefix=".irtool-", dir=folder)
+    try:
+        tmp = os.path.join(tmpdir, os.path.basename(path))
+        data_name = os.path.basename(path) + ".data"
+        if big:
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
+        else:
+            onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        for f in os.listdir(tmpdir):
+            os.unlink(os.path.join(tmpdir, f))
+        os.rmdir(tmpdir)

@@ -1,0 +1,2 @@
+"""ONNX lowerings for irtool.ir.ops.composite."""
+LOWERINGS = {}
