@@ -6,13 +6,14 @@ appends a typed node. Python numbers and numpy arrays given as inputs become
 can write `b.mul(g, 0.5)` without dtype promotion surprises.
 """
 import itertools
+import os
 import sys
 import traceback
 
 import numpy as np
 
 from irtool.errors import GraphError, IRTypeError
-from irtool.ir.dtypes import check_dtype, np_dtype
+from irtool.ir.dtypes import check_dtype, is_float, np_dtype
 from irtool.ir.graph import Attrs, Graph, Node, Param, TensorType, Value
 from irtool.ir.opdef import REGISTRY, get_op
 
@@ -70,13 +71,20 @@ class Builder:
             if not isinstance(v, Value):
                 if like is None:
                     raise IRTypeError(f"{op.name}: give at least one Value input to fix the dtype of {v!r}")
-                inputs[i] = self.const(v, like)
+                inputs[i] = self.const(_exact(op, v, like), like)
         attrs = Attrs({k: v for k, v in (attrs or {}).items() if v is not None})
         try:
             types = op.infer([v.type for v in inputs], attrs)
         except IRTypeError as e:
             where = f" (from {self.source})" if self.source else ""
             raise IRTypeError(f"{op.name}{where}: {e}") from None
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            # a rule tripped over missing attrs or a wrong number of inputs
+            where = f" (from {self.source})" if self.source else ""
+            what = f"missing attribute {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            ins = ", ".join(str(v.type) for v in inputs)
+            raise IRTypeError(f"{op.name}{where}: bad inputs ({ins}) or attributes "
+                              f"{sorted(attrs)}: {what}") from None
         base = name or op.name
         names = [self.fresh(base) for _ in types]
         node = Node(op, inputs, attrs, types, names, self.source or _caller())
@@ -110,7 +118,8 @@ class Builder:
         return vmap
 
     def replay(self, node, vmap, name=None):
-        """Re-create `node` here with inputs mapped through vmap."""
+        """Re-create `node` here with inputs mapped through vmap. Without
+        `name`, the outputs keep the original names where they are free."""
         saved, self.source = self.source, node.source
         outs = self.add_node(node.op, [vmap[v] for v in node.inputs], node.attrs,
                              name or _base_name(node.outputs[0].name))
@@ -118,11 +127,54 @@ class Builder:
         outs = outs if isinstance(outs, tuple) else (outs,)
         for old, new in zip(node.outputs, outs):
             vmap[old] = new
+            if name is None:
+                self.rename(new, old.name)
         return outs
+
+    def rename(self, value, name):
+        """Give `value` (made by this builder) the name `name` if it is free;
+        returns whether it now has that name."""
+        if value.name == name:
+            return True
+        if name in self._names:
+            return False
+        self._names.discard(value.name)
+        self._names.add(name)
+        value.name = name
+        return True
+
+    def replay_with(self, node, inputs):
+        """Re-create `node` here with the given inputs; returns its outputs as a tuple."""
+        saved, self.source = self.source, node.source
+        outs = self.add_node(node.op, inputs, node.attrs, _base_name(node.outputs[0].name))
+        self.source = saved
+        return outs if isinstance(outs, tuple) else (outs,)
 
     def build(self, outputs, name=None):
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         return Graph(self.inputs, outputs, self.params, self.nodes, name or self.name)
+
+
+def _exact(op, value, dtype):
+    """value (a number or array) as an array of `dtype`; IRTypeError when
+    the conversion would change it (2.5 or 300 into int8, 1e39 into float32)."""
+    try:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"not a number ({arr.dtype})")
+        with np.errstate(all="ignore"):
+            out = arr.astype(np_dtype(dtype))
+            back, orig = out.astype(np.float64), arr.astype(np.float64)
+            if is_float(dtype):     # rounding is fine, overflow to inf is not
+                same = ~(np.isinf(back) & np.isfinite(orig))
+            else:                   # ints and bool must hold the value exactly
+                same = back == orig
+    except (TypeError, ValueError, OverflowError) as e:
+        raise IRTypeError(f"{op.name}: cannot use {value!r} as a {dtype} input: {e}") from None
+    if not np.all(same):
+        raise IRTypeError(f"{op.name}: {value!r} cannot be represented exactly as {dtype} "
+                          "(the other input's dtype); cast one side explicitly")
+    return out
 
 
 def _base_name(name):
@@ -130,7 +182,7 @@ def _base_name(name):
     return head if head and tail.isdigit() else name
 
 
-_HERE = __file__.rsplit("/", 2)[0]
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep   # the ir/ folder (ops included)
 
 
 def _caller():

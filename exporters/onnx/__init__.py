@@ -14,6 +14,7 @@ import onnx
 from irtool.errors import ExportError, UnsupportedError
 from irtool.exporters.onnx import lower_composite, lower_conv, lower_elementwise, lower_reduce, lower_shape
 from irtool.exporters.onnx.context import LoweringContext, value_info
+from irtool.exporters.optimize import optimize as optimize_graph
 from irtool.ir.transform import decompose
 
 DEFAULT_OPSET = 18
@@ -29,12 +30,14 @@ def supported_ops(opset):
     return {op for op, fn in LOWERINGS.items() if getattr(fn, "min_opset", 0) <= opset}
 
 
-def to_model(graph, opset=None):
+def to_model(graph, opset=None, optimize=True):
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}")
     supported = supported_ops(opset)
     graph = decompose(graph, supported)
+    if optimize:
+        graph = optimize_graph(graph)
     missing = {}
     for n in graph.nodes:
         if n.op not in supported:
@@ -66,8 +69,8 @@ def _distinct_outputs(ctx, graph):
     return infos
 
 
-def export_onnx(graph, path=None, opset=None):
-    model = to_model(graph, opset)
+def export_onnx(graph, path=None, opset=None, optimize=True):
+    model = to_model(graph, opset, optimize)
     if path is not None:
         write_model(model, path)
     return model
@@ -86,7 +89,8 @@ def write_model(model, path):
         if big:
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
-            os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
+            if os.path.exists(os.path.join(tmpdir, data_name)):
+                os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
         else:
             onnx.save_model(model, tmp)
         os.replace(tmp, path)

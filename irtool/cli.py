@@ -1,0 +1,209 @@
+"""The `irtool` command line: convert, inspect, run, verify.
+
+Exit codes: 0 ok, 1 the work failed (bad file, conversion error, mismatch),
+2 usage error. User errors print one line, never a traceback (--debug shows
+it). Outputs are written atomically and never overwrite without --force.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from irtool.errors import IRToolError
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _parser():
+    p = _Parser(prog="irtool", description="Convert, inspect, run and verify models through one IR.")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("convert", help="convert a model file (to ONNX by default)")
+    c.add_argument("src", help="model file: .irz or .onnx")
+    c.add_argument("-o", "--output", help="output path (default: SRC's stem with the new extension)")
+    c.add_argument("--to", choices=["onnx", "irz"], default="onnx")
+    c.add_argument("--opset", type=int, help="ONNX opset (17-21, default 18)")
+    c.add_argument("--verify", action="store_true",
+                   help="run the numpy runtime and onnxruntime on random inputs and compare")
+    c.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+    i = sub.add_parser("inspect", help="show inputs, outputs, parameters and ops of a model")
+    i.add_argument("file")
+    i.add_argument("--text", action="store_true", help="print the IR text form too")
+
+    r = sub.add_parser("run", help="run a model on inputs from .npy files")
+    r.add_argument("file")
+    r.add_argument("--input", action="append", default=[], metavar="NAME=PATH.npy")
+    r.add_argument("--backend", choices=["numpy", "onnxruntime"], default="numpy")
+    r.add_argument("-o", "--output", help="save outputs to this .npz instead of printing")
+    r.add_argument("--force", action="store_true")
+
+    v = sub.add_parser("verify", help="compare the numpy runtime with onnxruntime on random inputs")
+    v.add_argument("file")
+    v.add_argument("--opset", type=int)
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("a command is required: convert, inspect, run or verify")
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"irtool: usage error: {e}", file=sys.stderr)
+        return 2
+    except IRToolError as e:
+        if debug:
+            raise
+        print(f"irtool: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("irtool: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
+        if debug:
+            raise
+        print(f"irtool: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+def _out_path(src, output, ext, force):
+    if output is None:
+        stem, src_ext = os.path.splitext(os.fspath(src).rstrip("/"))
+        # never default to the source itself (model.onnx -> model.irtool.onnx)
+        output = stem + (".irtool" if src_ext.lower() == ext else "") + ext
+    if os.path.exists(output) and not force:
+        raise UsageError(f"{output} exists; pass --force to overwrite it")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"output folder {folder} does not exist")
+    return output
+
+
+def _status(msg):
+    if sys.stderr.isatty():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_convert(args):
+    from irtool.sources import open_model
+    out = _out_path(args.src, args.output, "." + args.to, args.force)
+    _status(f"reading {args.src} ...")
+    graph = open_model(args.src)
+    if args.to == "onnx":
+        from irtool.exporters.onnx import export_onnx
+        _status(f"exporting {len(graph.nodes)} ops to ONNX ...")
+        model = export_onnx(graph, None, opset=args.opset)
+        if args.verify:
+            _verify(graph, model)
+        from irtool.exporters.onnx import write_model
+        write_model(model, out)
+    else:
+        from irtool.ir.serialize import save
+        if args.verify:
+            _verify(graph, None)
+        save(graph, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _verify(graph, model, opset=None):
+    import onnxruntime as ort
+
+    from irtool.compare import differences, random_inputs, table, within_tolerance
+    from irtool.exporters.onnx import export_onnx
+    from irtool.runtime import run
+    model = model or export_onnx(graph, None, opset=opset)
+    inputs = random_inputs(graph)
+    ref = run(graph, inputs)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {i.name: a for i, a in zip(model.graph.input, inputs)})
+    names = [v.name for v in graph.outputs]
+    print(table([("numpy vs onnxruntime", differences(names, ref, got))]))
+    if not within_tolerance(ref, got):
+        raise IRToolError("verification failed: onnxruntime results differ from the numpy runtime "
+                          "beyond tolerance (rtol 1e-4, atol 1e-5)")
+    print("verify: ok")
+
+
+def cmd_verify(args):
+    from irtool.sources import open_model
+    _verify(open_model(args.file), None, args.opset)
+    return 0
+
+
+def cmd_inspect(args):
+    from irtool.sources import open_model
+    g = open_model(args.file)
+    print(f"model: {args.file}  ({len(g.nodes)} ops)")
+    print("inputs:")
+    for v in g.inputs:
+        print(f"  {v.name}: {v.type}")
+    print("outputs:")
+    for v in g.outputs:
+        print(f"  {v.name}: {v.type}")
+    nbytes = sum(p.data.nbytes for p in g.params.values())
+    trainable = sum(p.data.size for p in g.params.values() if p.trainable)
+    print(f"parameters: {g.param_count():,} ({trainable:,} trainable), {nbytes:,} bytes in {len(g.params)} tensors")
+    print("ops:")
+    for name, count in g.op_histogram().items():
+        print(f"  {name:<24} {count}")
+    if args.text:
+        print(g)
+    return 0
+
+
+def cmd_run(args):
+    from irtool.runtime import run
+    from irtool.sources import open_model
+    g = open_model(args.file)
+    out = _out_path(args.file, args.output, ".npz", args.force) if args.output else None
+    feeds = {}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise UsageError(f"--input {item!r}: expected NAME=PATH.npy")
+        feeds[name] = _load_npy(path)
+    results = run(g, feeds, backend=args.backend)
+    if out:
+        import io
+
+        from irtool.ir.serialize import atomic_write
+        buf = io.BytesIO()
+        np.savez(buf, **{v.name: r for v, r in zip(g.outputs, results)})
+        atomic_write(out, buf.getvalue())
+        print(f"wrote {out}")
+    else:
+        for v, r in zip(g.outputs, results):
+            print(f"{v.name}: {r.dtype}{list(r.shape)}")
+            print(np.array2string(r, threshold=50))
+    return 0
+
+
+def _load_npy(path):
+    from irtool.errors import FileFormatError
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file") from None
+    except (ValueError, OSError) as e:
+        raise FileFormatError(f"{path}: not a readable .npy array ({e})") from None
+
+
+COMMANDS = {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run, "verify": cmd_verify}
+
+if __name__ == "__main__":
+    sys.exit(main())
