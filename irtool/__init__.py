@@ -16,7 +16,7 @@ from irtool.runtime import run
 __version__ = "0.1.0"
 
 __all__ = ["Builder", "Graph", "IRToolError", "grad", "load", "run", "save", "verify", "vjp",
-           "export_onnx", "import_onnx"]
+           "export_onnx", "import_onnx", "trace"]
 
 
 def export_onnx(graph, path=None, opset=None):
@@ -30,3 +30,18 @@ def import_onnx(path_or_model):
     """Read an ONNX model (path, bytes or onnx.ModelProto) into an IR Graph."""
     from irtool.frontends.onnx_import import import_onnx as _import
     return _import(path_or_model)
+
+
+def trace(model, example_inputs, dynamic_shapes=None):
+    """Trace a framework model into an IR Graph.
+
+    torch.nn.Module: through torch.export; `dynamic_shapes` maps forward
+    argument names to {axis: "symbol"} (or torch.export.Dim objects)."""
+    import sys
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from irtool.frontends.torch_trace import trace as trace_torch
+        return trace_torch(model, example_inputs, dynamic_shapes)
+    from irtool.errors import UnsupportedError
+    raise UnsupportedError(f"cannot trace a {type(model).__module__}.{type(model).__name__}; "
+                           "supported: torch.nn.Module")

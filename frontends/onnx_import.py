@@ -1,0 +1,548 @@
+"""ONNX -> IR: `import_onnx(path_or_model)` reads an ONNX model into a Graph.
+
+The op table lives in `frontends/onnx_ops.py` (`OPS = {op_type: fn(ctx, node)}`);
+this module drives it. What a reader must know:
+
+- Shape-like inputs (Reshape's shape, Slice's starts, Pad's pads, TopK's K...)
+  become IR attributes, so they must be known at import time. `ctx.static()`
+  evaluates a value from initializers, Constant nodes and a small constant
+  propagation over the IR built so far (numpy kernels for numbers, a symbolic
+  evaluator for Shape/Gather/Concat/... of symbolic dims). A truly dynamic
+  shape input is an UnsupportedError naming the node.
+- Every unsupported op type is reported at once, with counts, before anything
+  is built.
+- External tensor data is read only from regular files inside the model's own
+  folder (no absolute paths, no '..', no symlinks, offsets inside the file).
+- Graph inputs keep their names and their dim_params (as symbolic dims);
+  initializers become params under their ONNX names (trainable when float);
+  values keep their ONNX names where the IR produced them.
+"""
+import os
+import re
+import stat
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from irtool.errors import FileFormatError, IRToolError, UnsupportedError
+from irtool.ir.builder import Builder
+from irtool.ir.dtypes import is_float, np_dtype
+from irtool.ir.graph import Value
+from irtool.ir.transform import prune
+
+ONNX_DTYPES = {
+    TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16",
+    TensorProto.BFLOAT16: "bfloat16", TensorProto.INT8: "int8", TensorProto.INT16: "int16",
+    TensorProto.INT32: "int32", TensorProto.INT64: "int64", TensorProto.UINT8: "uint8",
+    TensorProto.BOOL: "bool",
+}
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def ir_dtype(elem_type, what):
+    """IR dtype string of an ONNX TensorProto element type."""
+    try:
+        return ONNX_DTYPES[elem_type]
+    except KeyError:
+        name = TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else elem_type
+        raise UnsupportedError(f"{what}: ONNX element type {name} has no irtool dtype "
+                               f"(supported: {', '.join(sorted(set(ONNX_DTYPES.values())))})") from None
+
+
+class DynamicInputError(UnsupportedError):
+    """An input that must be known at import time (a shape, axes, pads...) is
+    computed at run time. `value_name` is the ONNX value that was needed."""
+
+    def __init__(self, message, value_name):
+        super().__init__(message)
+        self.value_name = value_name
+
+
+# -- loading -------------------------------------------------------------------
+
+def load_model(path_or_model):
+    """(ModelProto, folder for external data or None)."""
+    if isinstance(path_or_model, onnx.ModelProto):
+        return path_or_model, None
+    if isinstance(path_or_model, (bytes, bytearray, memoryview)):
+        try:
+            return onnx.load_model_from_string(bytes(path_or_model)), None
+        except Exception as e:  # noqa: BLE001 - protobuf raises several types
+            raise FileFormatError(f"bytes are not an ONNX model: {e}") from None
+    path = os.fspath(path_or_model)
+    if not os.path.isfile(path):
+        raise FileFormatError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as e:  # noqa: BLE001
+        raise FileFormatError(f"{path} is not a readable ONNX model: {e}") from None
+    return model, os.path.dirname(os.path.abspath(path))
+
+
+def tensor_to_array(t, base_dir, what=None):
+    """numpy array of a TensorProto, reading external data safely."""
+    what = what or f"tensor {t.name!r}"
+    if t.data_location == TensorProto.EXTERNAL:
+        t = _with_external_data(t, base_dir, what)
+    ir_dtype(t.data_type, what)
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001
+        raise FileFormatError(f"{what}: cannot decode tensor data: {e}") from None
+    return np.array(arr, order="C", copy=None) if arr.flags.c_contiguous else np.array(arr, order="C")
+
+
+def _with_external_data(t, base_dir, what):
+    info = {e.key: e.value for e in t.external_data}
+    location = info.get("location")
+    if not location:
+        raise FileFormatError(f"{what}: external data without a location")
+    if base_dir is None:
+        raise FileFormatError(f"{what}: its data is in external file {location!r}, but the model "
+                              "was not given as a path; pass the .onnx path instead")
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
+        raise FileFormatError(f"{what}: external data location {location!r} is an absolute path; "
+                              "only files inside the model's folder are read")
+    parts = [p for p in re.split(r"[\\/]", location) if p not in ("", ".")]
+    if any(p == ".." for p in parts) or not parts:
+        raise FileFormatError(f"{what}: external data location {location!r} leaves the model's folder")
+    path = base_dir
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            raise FileFormatError(f"{what}: external data file {location!r} is missing") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise FileFormatError(f"{what}: external data path {location!r} goes through a symlink "
+                                  f"({'/'.join(parts[:i + 1])}); refusing to follow it")
+        last = i == len(parts) - 1
+        if not last and not stat.S_ISDIR(st.st_mode):
+            raise FileFormatError(f"{what}: external data path {location!r} is not inside a folder")
+        if last and not stat.S_ISREG(st.st_mode):
+            raise FileFormatError(f"{what}: external data {location!r} is not a regular file")
+    size = st.st_size
+    try:
+        offset = int(info.get("offset", 0) or 0)
+        length = int(info["length"]) if info.get("length") not in (None, "") else size - offset
+    except ValueError:
+        raise FileFormatError(f"{what}: bad offset/length in external data info") from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise FileFormatError(f"{what}: external data range offset={offset} length={length} is past "
+                              f"the end of {location!r} ({size} bytes)")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise FileFormatError(f"{what}: external data {location!r} is not a regular file")
+            f.seek(offset)
+            data = f.read(length)
+    except OSError as e:
+        raise FileFormatError(f"{what}: cannot read external data {location!r}: {e.strerror}") from None
+    if len(data) != length:
+        raise FileFormatError(f"{what}: external data {location!r} is truncated")
+    out = TensorProto()
+    out.CopyFrom(t)
+    del out.external_data[:]
+    out.data_location = TensorProto.DEFAULT
+    out.raw_data = data
+    return out
+
+
+# -- the import context ------------------------------------------------------------
+
+class ImportContext:
+    """What op handlers see: the Builder `b`, the ONNX opset, and helpers to
+    read inputs, attributes and import-time constants."""
+
+    def __init__(self, model, base_dir):
+        self.model = model
+        self.graph = model.graph
+        self.base_dir = base_dir
+        self.opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 1)
+        self.b = Builder(model.graph.name or "onnx")
+        self.values = {}          # ONNX name -> IR Value
+        self._known = {}          # id(Value) -> ndarray | None (memo of static())
+        self._unk = 0
+        self._dims = {}
+
+    # -- inputs -------------------------------------------------------------
+    def value(self, node, i):
+        """IR Value of the node's i-th input, or None when omitted."""
+        if i >= len(node.input) or not node.input[i]:
+            return None
+        name = node.input[i]
+        try:
+            return self.values[name]
+        except KeyError:
+            raise FileFormatError(f"{describe(node)}: input {name!r} is not defined before use") from None
+
+    def inputs(self, node):
+        return [self.value(node, i) for i in range(len(node.input))]
+
+    # -- import-time constants -------------------------------------------------
+    def static(self, v):
+        """The value of IR Value v when it is known at import time (params,
+        constants, and anything computed from them or from static shapes);
+        an ndarray (dtype object when it holds symbolic dims) or None."""
+        if v is None:
+            return None
+        key = id(v)
+        if key in self._known:
+            return self._known[key]
+        stack = [v]
+        while stack:               # iterative post-order: deep graphs must not recurse
+            cur = stack[-1]
+            if id(cur) in self._known:
+                stack.pop()
+                continue
+            p = cur.producer
+            if p is None:
+                param = self.b.params.get(cur.name)
+                self._known[id(cur)] = param.data if param is not None and param.value is cur else None
+                stack.pop()
+                continue
+            if p.op.name == "shape_of":         # known from the type, not the value
+                shape = p.inputs[0].shape
+                self._known[id(cur)] = _dims_array(shape)
+                stack.pop()
+                continue
+            todo = [x for x in p.inputs if id(x) not in self._known]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            self._evaluate(p)
+        return self._known[key]
+
+    def _evaluate(self, node):
+        args = [self._known[id(x)] for x in node.inputs]
+        result = None
+        if all(a is not None for a in args):
+            try:
+                result = evaluate_node(node, [np.asarray(a) for a in args])
+            except Exception:  # noqa: BLE001 - folding failed: treat as run-time value
+                result = None
+        if result is None:
+            result = (None,) * len(node.outputs)
+        elif len(node.outputs) == 1:
+            result = (result,)
+        for o, r in zip(node.outputs, result):
+            self._known[id(o)] = r
+
+    def const_input(self, node, i, what=None):
+        """ndarray of input i (must be known at import time; symbolic dims allowed)."""
+        v = self.value(node, i)
+        if v is None:
+            return None
+        arr = self.static(v)
+        if arr is None:
+            raise DynamicInputError(
+                f"{describe(node)}: input {i} ({what or node.input[i]!r}) is computed at run time; "
+                "irtool needs it known at import time (from an initializer, a Constant or static shapes)",
+                node.input[i])
+        return arr
+
+    def ints_input(self, node, i, what=None):
+        """Tuple of python ints (or symbolic dim strings) for a 0-/1-D int input."""
+        arr = self.const_input(node, i, what)
+        if arr is None:
+            return None
+        return tuple(x if isinstance(x, str) else int(x) for x in np.asarray(arr).reshape(-1).tolist())
+
+    def scalar_input(self, node, i, what=None):
+        arr = self.const_input(node, i, what)
+        if arr is None:
+            return None
+        arr = np.asarray(arr)
+        if arr.size != 1:
+            raise UnsupportedError(f"{describe(node)}: input {i} must hold one value, got shape {list(arr.shape)}")
+        return arr.reshape(()).item()
+
+    # -- attributes ---------------------------------------------------------
+    def attr(self, node, name, default=None):
+        for a in node.attribute:
+            if a.name == name:
+                return self._attr_value(node, a)
+        return default
+
+    def _attr_value(self, node, a):
+        A = onnx.AttributeProto
+        if a.type == A.FLOAT:
+            return float(a.f)
+        if a.type == A.INT:
+            return int(a.i)
+        if a.type == A.STRING:
+            return a.s.decode("utf-8", "replace")
+        if a.type == A.FLOATS:
+            return tuple(float(x) for x in a.floats)
+        if a.type == A.INTS:
+            return tuple(int(x) for x in a.ints)
+        if a.type == A.STRINGS:
+            return tuple(s.decode("utf-8", "replace") for s in a.strings)
+        if a.type == A.TENSOR:
+            return tensor_to_array(a.t, self.base_dir, f"{describe(node)} attribute {a.name!r}")
+        if a.type == A.SPARSE_TENSOR:
+            raise UnsupportedError(f"{describe(node)}: sparse tensor attribute {a.name!r} is not supported")
+        raise UnsupportedError(f"{describe(node)}: attribute {a.name!r} of type "
+                               f"{A.AttributeType.Name(a.type)} is not supported")
+
+    # -- graph leaves -------------------------------------------------------
+    def dim(self, d):
+        kind = d.WhichOneof("value")
+        if kind == "dim_value":
+            return int(d.dim_value)
+        if kind == "dim_param" and d.dim_param:
+            return self._sym_name(d.dim_param)
+        name = f"unk{self._unk}"
+        self._unk += 1
+        while name in self._dims.values():
+            name = f"unk{self._unk}"
+            self._unk += 1
+        return name
+
+    def _sym_name(self, param):
+        if param not in self._dims:
+            name = re.sub(r"[^A-Za-z0-9_.]", "_", param)
+            if not re.match(r"^[A-Za-z_]", name):
+                name = "d_" + name
+            base, i = name, 0
+            while name in self._dims.values():
+                i += 1
+                name = f"{base}_{i}"
+            self._dims[param] = name
+        return self._dims[param]
+
+
+# -- import-time evaluation ------------------------------------------------------------
+#
+# Values known at import time are numpy arrays; shape vectors that hold symbolic
+# dims are object arrays mixing ints and dim strings. Numeric nodes run through
+# the numpy kernels; object arrays go through the few ops shape arithmetic uses.
+
+FOLD_LIMIT = 1 << 20      # elements: never fold past this (it is only for shapes)
+
+
+def _dims_array(shape):
+    if all(isinstance(d, int) for d in shape):
+        return np.array(shape, dtype=np.int64)
+    out = np.empty(len(shape), dtype=object)
+    out[:] = list(shape)
+    return out
+
+
+def _settle(arr, dtype):
+    """Object arrays without symbols become plain numeric arrays; results that
+    numpy turned into str arrays go back to object arrays."""
+    if isinstance(arr, str):
+        arr = np.array(arr, dtype=object)
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "U":
+        arr = arr.astype(object)
+    if arr.dtype == object and not any(isinstance(x, str) for x in arr.reshape(-1)):
+        return arr.astype(np_dtype(dtype))
+    return arr
+
+
+def _sym_mul(a, c):
+    from irtool.ir.shapes import mul_dims
+    return mul_dims(a, c)
+
+
+def _sym_div(a, c):
+    from irtool.ir.shapes import div_dims
+    if isinstance(a, int) and isinstance(c, int):
+        return int(np.trunc(a / c)) if c else None
+    return div_dims(a, c)
+
+
+def _sym_add(a, c):
+    if isinstance(a, int) and isinstance(c, int):
+        return a + c
+    if a == 0:
+        return c
+    if c == 0:
+        return a
+    return None
+
+
+def _sym_sub(a, c):
+    if isinstance(a, int) and isinstance(c, int):
+        return a - c
+    if c == 0:
+        return a
+    if a == c:
+        return 0
+    return None
+
+
+def _sym_eq(a, c):
+    if isinstance(a, int) and isinstance(c, int):
+        return a == c
+    if a == c:
+        return True
+    if (isinstance(a, int) and a < 0) or (isinstance(c, int) and c < 0):
+        return False           # dims are never negative
+    return None
+
+
+def _sym_max(a, c):
+    if isinstance(a, int) and isinstance(c, int):
+        return max(a, c)
+    if a == c:
+        return a
+    if a in (0, 1) or (isinstance(a, int) and a < 0):
+        return c               # torch exports max(dim, 1) / max(dim, 0)
+    if c in (0, 1) or (isinstance(c, int) and c < 0):
+        return a
+    return None
+
+
+_SYM_BINARY = {"mul": _sym_mul, "div": _sym_div, "add": _sym_add, "sub": _sym_sub, "eq": _sym_eq,
+               "maximum": _sym_max}
+
+
+def evaluate_node(node, args):
+    """Output array(s) of IR node for known input arrays, or None."""
+    from irtool.runtime.kernels import KERNELS
+    name = node.op.name
+    if sum(a.size for a in args) > FOLD_LIMIT:
+        return None
+    if not any(a.dtype == object for a in args):
+        kernel = KERNELS.get(node.op)
+        if kernel is None:
+            return None
+        attrs = dict(node.attrs)
+        for key in node.op.shape_attrs:
+            if key in attrs and any(isinstance(d, str) for d in attrs[key]):
+                return None
+        out = kernel(*args, **attrs)
+        return tuple(np.asarray(o) for o in out) if isinstance(out, tuple) else np.asarray(out)
+    dtype = node.outputs[0].dtype
+    if name in _SYM_BINARY:
+        fn = _SYM_BINARY[name]
+        a, c = np.broadcast_arrays(*[x.astype(object) for x in args])
+        flat = [fn(x if isinstance(x, str) else int(x), y if isinstance(y, str) else int(y))
+                for x, y in zip(a.reshape(-1), c.reshape(-1))]
+        if any(v is None for v in flat):
+            return None
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return _settle(out.reshape(a.shape), dtype)
+    if name == "cast":
+        from irtool.ir.dtypes import is_int
+        return args[0].copy() if is_int(dtype) else None
+    if name == "reduce_prod" and args[0].ndim == 1 and node.attrs.get("axes") in (None, (0,), (-1,)):
+        from irtool.ir.shapes import mul_dims
+        out = np.empty((), dtype=object)
+        out[()] = mul_dims(*args[0].tolist()) if args[0].size else 1
+        if node.attrs.get("keepdims", False):
+            out = out.reshape(1)
+        return _settle(out, dtype)
+    if name in ("gather", "concat", "unsqueeze", "squeeze", "reshape", "slice", "expand", "where",
+                "transpose", "tile", "flip", "constant"):
+        kernel = KERNELS.get(node.op)
+        if kernel is None:
+            return None
+        out = kernel(*args, **dict(node.attrs))
+        return _settle(np.asarray(out), dtype)
+    return None
+
+
+def describe(node):
+    """How error messages name an ONNX node."""
+    if node.name:
+        return f"{node.op_type} node {node.name!r}"
+    if node.output:
+        return f"{node.op_type} node (output {node.output[0]!r})"
+    return f"{node.op_type} node"
+
+
+def _unsupported(graph, table):
+    counts = {}
+    for n in graph.node:
+        key = n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}"
+        if n.domain not in DEFAULT_DOMAINS or n.op_type not in table:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def import_onnx(path_or_model):
+    """Read an ONNX model (path, bytes or onnx.ModelProto) into an IR Graph."""
+    from irtool.frontends.onnx_ops import OPS
+    model, base_dir = load_model(path_or_model)
+    g = model.graph
+    missing = _unsupported(g, OPS)
+    if missing:
+        raise UnsupportedError("ONNX import: no mapping for op type(s): " +
+                               ", ".join(f"{k} (x{v})" for k, v in sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))))
+    ctx = ImportContext(model, base_dir)
+    b = ctx.b
+    inits = {t.name: t for t in g.initializer}
+    for vi in g.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is None:
+            raise UnsupportedError(f"graph input {vi.name!r} is not a tensor")
+        dtype = ir_dtype(tt.elem_type, f"graph input {vi.name!r}")
+        if not tt.HasField("shape"):
+            raise UnsupportedError(f"graph input {vi.name!r} has no shape (unknown rank); "
+                                   "give it a shape in the model")
+        ctx.values[vi.name] = b.input(vi.name, dtype, tuple(ctx.dim(d) for d in tt.shape.dim))
+    for name, t in inits.items():
+        arr = tensor_to_array(t, base_dir, f"initializer {name!r}")
+        ctx.values[name] = b.param(name, arr, trainable=is_float(str(_ir_of(arr))))
+    for n in g.node:                       # reserve ONNX names: generated names never take them
+        for o in n.output:
+            if o and o not in b._names:
+                b._names.add(o)
+    for n in g.node:
+        _import_node(ctx, n, OPS[n.op_type])
+    outputs = []
+    for vi in g.output:
+        if vi.name not in ctx.values:
+            raise FileFormatError(f"graph output {vi.name!r} is not produced by any node")
+        outputs.append(ctx.values[vi.name])
+    graph = b.build(outputs, name=g.name or "onnx")
+    prune(graph)
+    used = {id(v) for n in graph.nodes for v in n.inputs} | {id(v) for v in graph.outputs}
+    for name in [k for k, p in graph.params.items() if id(p.value) not in used]:
+        del graph.params[name]
+    return graph
+
+
+def _ir_of(arr):
+    from irtool.ir.dtypes import check_dtype
+    return check_dtype(arr.dtype)
+
+
+def _import_node(ctx, node, fn):
+    b = ctx.b
+    b.source = describe(node)
+    start = len(b.nodes)
+    try:
+        outs = fn(ctx, node)
+    except IRToolError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        raise UnsupportedError(f"{describe(node)}: cannot import: {type(e).__name__}: {e}") from e
+    finally:
+        b.source = None
+    if isinstance(outs, Value) or outs is None:
+        outs = [outs]
+    outs = list(outs)
+    new = {id(o) for n in b.nodes[start:] for o in n.outputs}
+    for i, name in enumerate(node.output):
+        if not name:
+            continue
+        v = outs[i] if i < len(outs) else None
+        if v is None:
+            raise UnsupportedError(f"{describe(node)}: output {i} ({name!r}) is not supported")
+        if name in ctx.values:
+            raise FileFormatError(f"{describe(node)}: output {name!r} is defined twice")
+        if id(v) in new and v.name != name:
+            v.name = name          # name reserved above: unique in the graph
+            new.discard(id(v))
+        ctx.values[name] = v

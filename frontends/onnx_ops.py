@@ -1,0 +1,1086 @@
+"""The ONNX op table: `OPS = {op_type: fn(ctx, node) -> IR Value or list}`.
+
+Each handler reads its inputs with `ctx.value(node, i)` and attributes with
+`ctx.attr(node, name, default)`, builds IR through `ctx.b`, and returns one
+IR Value per ONNX output (None for an optional output it cannot make). Inputs
+that become IR attributes (shapes, axes, pads, K...) are read with
+`ctx.ints_input` / `ctx.scalar_input`, which raise UnsupportedError naming
+the node when the value is only known at run time. `ctx.opset` is the
+model's default-domain opset: handlers branch on it where ONNX moved an
+attribute to an input (Reduce* axes, Squeeze/Unsqueeze axes, Split, Slice,
+Pad, Clip, TopK's K, Dropout's ratio, Softmax's axis semantics).
+
+Ops without a direct IR op are composed from IR ops here.
+"""
+import math
+
+import numpy as np
+
+from irtool.errors import UnsupportedError
+from irtool.frontends.onnx_import import describe, ir_dtype
+from irtool.ir.dtypes import is_float, is_int
+from irtool.ir.shapes import broadcast, mul_dims, norm_axis
+
+OPS = {}
+
+INT64_MAX = 2 ** 63 - 1
+
+
+def op(*names):
+    def register(fn):
+        for n in names:
+            OPS[n] = fn
+        return fn
+    return register
+
+
+def supported_op_types():
+    return frozenset(OPS)
+
+
+def _unsup(node, what):
+    raise UnsupportedError(f"{describe(node)}: {what}")
+
+
+def _const(b, value, like):
+    return b.const(value, like.dtype)
+
+
+def _static_ints(ctx, node, i, what):
+    vals = ctx.ints_input(node, i, what)
+    if vals is not None and any(isinstance(v, str) for v in vals):
+        _unsup(node, f"{what} {vals} depends on symbolic dims; irtool needs static values here")
+    return vals
+
+
+def _static_dim(node, d, what):
+    if not isinstance(d, int):
+        _unsup(node, f"{what} needs a static size, got symbolic dim {d!r}")
+    return d
+
+
+# -- constants, identity -----------------------------------------------------------
+
+@op("Constant")
+def _constant(ctx, node):
+    b = ctx.b
+    for a in node.attribute:
+        if a.name == "value":
+            arr = ctx.attr(node, "value")
+        elif a.name == "value_float":
+            arr = np.array(a.f, np.float32)
+        elif a.name == "value_floats":
+            arr = np.array(list(a.floats), np.float32)
+        elif a.name == "value_int":
+            arr = np.array(a.i, np.int64)
+        elif a.name == "value_ints":
+            arr = np.array(list(a.ints), np.int64)
+        elif a.name == "sparse_value":
+            arr = _sparse_to_dense(ctx, node, a.sparse_tensor)
+        else:
+            _unsup(node, f"Constant attribute {a.name!r} (strings) is not supported")
+        from irtool.ir.dtypes import check_dtype
+        return b.const(arr, check_dtype(arr.dtype))
+    _unsup(node, "Constant without a value")
+
+
+def _sparse_to_dense(ctx, node, sp):
+    from irtool.frontends.onnx_import import tensor_to_array
+    values = tensor_to_array(sp.values, ctx.base_dir, f"{describe(node)} sparse values")
+    idx = tensor_to_array(sp.indices, ctx.base_dir, f"{describe(node)} sparse indices")
+    dims = tuple(sp.dims)
+    dense = np.zeros(int(np.prod(dims)), dtype=values.dtype)
+    if idx.ndim == 1:
+        dense[idx] = values
+    else:
+        dense[np.ravel_multi_index(tuple(idx.T), dims)] = values
+    return dense.reshape(dims)
+
+
+@op("Identity")
+def _identity(ctx, node):
+    return ctx.value(node, 0)
+
+
+@op("Dropout")
+def _dropout(ctx, node):
+    x = ctx.value(node, 0)
+    training = False
+    if ctx.opset >= 12 and len(node.input) > 2 and node.input[2]:
+        training = bool(ctx.scalar_input(node, 2, "training_mode"))
+    ratio = ctx.attr(node, "ratio", 0.5)
+    if ctx.opset >= 12 and len(node.input) > 1 and node.input[1]:
+        ratio = float(ctx.scalar_input(node, 1, "ratio"))
+    if ctx.opset < 7 and not ctx.attr(node, "is_test", 0):
+        training = True
+    if training and ratio != 0:
+        _unsup(node, "Dropout in training mode is random; irtool imports inference graphs")
+    outs = [x]
+    if len(node.output) > 1 and node.output[1]:
+        outs.append(ctx.b.full(shape=x.shape, value=True, dtype="bool"))
+    return outs
+
+
+# -- elementwise ---------------------------------------------------------------------
+
+def _unary(ir_name):
+    def handler(ctx, node):
+        return getattr(ctx.b, ir_name)(ctx.value(node, 0))
+    return handler
+
+
+for _onnx, _ir in {"Neg": "neg", "Abs": "abs", "Sign": "sign", "Exp": "exp", "Log": "log",
+                   "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Sin": "sin", "Cos": "cos",
+                   "Tanh": "tanh", "Sigmoid": "sigmoid", "Erf": "erf", "Floor": "floor",
+                   "Ceil": "ceil", "Round": "round", "IsNaN": "isnan", "Not": "logical_not",
+                   "Relu": "relu", "HardSwish": "hardswish"}.items():
+    OPS[_onnx] = _unary(_ir)
+
+
+def _binary(ir_name):
+    def handler(ctx, node):
+        return getattr(ctx.b, ir_name)(ctx.value(node, 0), ctx.value(node, 1))
+    return handler
+
+
+for _onnx, _ir in {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Equal": "eq",
+                   "Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge",
+                   "And": "logical_and", "Or": "logical_or", "Xor": "ne"}.items():
+    OPS[_onnx] = _binary(_ir)
+
+
+@op("Pow")
+def _pow(ctx, node):
+    b = ctx.b
+    x, y = ctx.value(node, 0), ctx.value(node, 1)
+    if x.dtype == y.dtype:
+        return b.pow(x, y)
+    if is_float(x.dtype):
+        return b.pow(x, b.cast(y, dtype=x.dtype))
+    if is_float(y.dtype):          # integer base, float exponent: compute in float, keep x's type
+        return b.cast(b.pow(b.cast(x, dtype=y.dtype), y), dtype=x.dtype)
+    return b.pow(x, b.cast(y, dtype=x.dtype))
+
+
+@op("Mod")
+def _mod(ctx, node):
+    b = ctx.b
+    x, y = ctx.value(node, 0), ctx.value(node, 1)
+    if not ctx.attr(node, "fmod", 0):
+        return b.mod(x, y)
+    if is_int(x.dtype):            # integer div truncates toward zero: x - (x / y) * y
+        return b.sub(x, b.mul(b.div(x, y), y))
+    q = b.div(x, y)
+    trunc = b.where(b.lt(q, _const(b, 0, q)), b.ceil(q), b.floor(q))
+    return b.sub(x, b.mul(trunc, y))
+
+
+def _variadic(ir_name):
+    def handler(ctx, node):
+        vals = [v for v in ctx.inputs(node) if v is not None]
+        out = vals[0]
+        for v in vals[1:]:
+            out = getattr(ctx.b, ir_name)(out, v)
+        return out
+    return handler
+
+
+OPS["Sum"] = _variadic("add")
+OPS["Max"] = _variadic("maximum")
+OPS["Min"] = _variadic("minimum")
+
+
+@op("Mean")
+def _mean(ctx, node):
+    vals = [v for v in ctx.inputs(node) if v is not None]
+    total = _variadic("add")(ctx, node)
+    return ctx.b.div(total, _const(ctx.b, len(vals), total))
+
+
+@op("Where")
+def _where(ctx, node):
+    return ctx.b.where(ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2))
+
+
+@op("Cast")
+def _cast(ctx, node):
+    x = ctx.value(node, 0)
+    dtype = ir_dtype(ctx.attr(node, "to"), describe(node))
+    return x if dtype == x.dtype else ctx.b.cast(x, dtype=dtype)
+
+
+@op("CastLike")
+def _cast_like(ctx, node):
+    x, like = ctx.value(node, 0), ctx.value(node, 1)
+    return x if like.dtype == x.dtype else ctx.b.cast(x, dtype=like.dtype)
+
+
+@op("Clip")
+def _clip(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    if ctx.opset < 11:
+        return b.clip(x, min=ctx.attr(node, "min", -3.4028234663852886e38),
+                      max=ctx.attr(node, "max", 3.4028234663852886e38))
+    bounds = {}
+    dynamic = {}
+    for i, key in ((1, "min"), (2, "max")):
+        v = ctx.value(node, i)
+        if v is None:
+            continue
+        arr = ctx.static(v)
+        if arr is not None and np.asarray(arr).size == 1 and np.asarray(arr).dtype != object:
+            val = np.asarray(arr).reshape(()).item()
+            bounds[key] = int(val) if is_int(x.dtype) else float(val)
+        else:
+            dynamic[key] = v
+    out = b.clip(x, **bounds) if bounds else x
+    if "min" in dynamic:
+        out = b.maximum(out, dynamic["min"])
+    if "max" in dynamic:
+        out = b.minimum(out, dynamic["max"])
+    return out
+
+
+@op("IsInf")
+def _isinf(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    pos, neg = ctx.attr(node, "detect_positive", 1), ctx.attr(node, "detect_negative", 1)
+    hits = []
+    if pos:
+        hits.append(b.eq(x, _const(b, np.inf, x)))
+    if neg:
+        hits.append(b.eq(x, _const(b, -np.inf, x)))
+    if not hits:
+        return b.full(shape=x.shape, value=False, dtype="bool")
+    return hits[0] if len(hits) == 1 else b.logical_or(*hits)
+
+
+@op("Tan")
+def _tan(ctx, node):
+    x = ctx.value(node, 0)
+    return ctx.b.div(ctx.b.sin(x), ctx.b.cos(x))
+
+
+@op("Sinh")
+def _sinh(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    return b.mul(b.sub(b.exp(x), b.exp(b.neg(x))), 0.5)
+
+
+@op("Cosh")
+def _cosh(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    return b.mul(b.add(b.exp(x), b.exp(b.neg(x))), 0.5)
+
+
+# -- activations ------------------------------------------------------------------
+
+@op("LeakyRelu")
+def _leaky_relu(ctx, node):
+    return ctx.b.leaky_relu(ctx.value(node, 0), alpha=ctx.attr(node, "alpha", 0.01))
+
+
+@op("PRelu")
+def _prelu(ctx, node):
+    b = ctx.b
+    x, slope = ctx.value(node, 0), ctx.value(node, 1)
+    return b.where(b.lt(x, _const(b, 0, x)), b.mul(x, slope), x)
+
+
+@op("Elu")
+def _elu(ctx, node):
+    return ctx.b.elu(ctx.value(node, 0), alpha=ctx.attr(node, "alpha", 1.0))
+
+
+@op("Celu")
+def _celu(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    alpha = ctx.attr(node, "alpha", 1.0)
+    neg = b.mul(b.sub(b.exp(b.div(b.minimum(x, _const(b, 0, x)), alpha)), 1.0), alpha)
+    return b.add(b.maximum(x, _const(b, 0, x)), neg)
+
+
+@op("Selu")
+def _selu(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    alpha = ctx.attr(node, "alpha", 1.67326319217681884765625)
+    gamma = ctx.attr(node, "gamma", 1.05070102214813232421875)
+    neg = b.mul(b.sub(b.exp(b.minimum(x, _const(b, 0, x))), 1.0), alpha)
+    return b.mul(b.where(b.gt(x, _const(b, 0, x)), x, neg), gamma)
+
+
+@op("ThresholdedRelu")
+def _thresholded_relu(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    return b.where(b.gt(x, _const(b, ctx.attr(node, "alpha", 1.0), x)), x, _const(b, 0, x))
+
+
+@op("HardSigmoid")
+def _hard_sigmoid(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    alpha, beta = ctx.attr(node, "alpha", 0.2), ctx.attr(node, "beta", 0.5)
+    return b.clip(b.add(b.mul(x, alpha), beta), min=0.0, max=1.0)
+
+
+def _softplus_of(b, x):
+    """log(1 + exp(x)) exactly (ONNX semantics, no threshold), overflow-free."""
+    return b.add(b.maximum(x, _const(b, 0, x)), b.log1p(b.exp(b.neg(b.abs(x)))))
+
+
+@op("Softplus")
+def _softplus(ctx, node):
+    return _softplus_of(ctx.b, ctx.value(node, 0))
+
+
+@op("Softsign")
+def _softsign(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    return b.div(x, b.add(b.abs(x), 1.0))
+
+
+@op("Mish")
+def _mish(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    return b.mul(x, b.tanh(_softplus_of(b, x)))
+
+
+@op("Swish")
+def _swish(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    alpha = ctx.attr(node, "alpha", 1.0)
+    return b.silu(x) if alpha == 1.0 else b.mul(x, b.sigmoid(b.mul(x, alpha)))
+
+
+@op("Shrink")
+def _shrink(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    lambd, bias = ctx.attr(node, "lambd", 0.5), ctx.attr(node, "bias", 0.0)
+    lo = b.add(x, _const(b, bias, x))
+    hi = b.sub(x, _const(b, bias, x))
+    zero = _const(b, 0, x)
+    return b.where(b.lt(x, _const(b, -lambd, x)), lo, b.where(b.gt(x, _const(b, lambd, x)), hi, zero))
+
+
+@op("Gelu")
+def _gelu(ctx, node):
+    return ctx.b.gelu(ctx.value(node, 0), approximate=ctx.attr(node, "approximate", "none"))
+
+
+def _coerced_2d(ctx, node, fn, axis):
+    """Softmax-family before opset 13: flatten to 2-D around axis, apply on axis 1."""
+    b = ctx.b
+    x = ctx.value(node, 0)
+    axis = norm_axis(axis, x.rank)
+    if axis == x.rank - 1:
+        return fn(x, -1)
+    flat = b.reshape(x, shape=(mul_dims(*x.shape[:axis]) if axis else 1, mul_dims(*x.shape[axis:])))
+    return b.reshape(fn(flat, 1), shape=x.shape)
+
+
+@op("Softmax")
+def _softmax(ctx, node):
+    if ctx.opset < 13:
+        return _coerced_2d(ctx, node, lambda v, a: ctx.b.softmax(v, axis=a), ctx.attr(node, "axis", 1))
+    return ctx.b.softmax(ctx.value(node, 0), axis=ctx.attr(node, "axis", -1))
+
+
+@op("LogSoftmax")
+def _log_softmax(ctx, node):
+    if ctx.opset < 13:
+        return _coerced_2d(ctx, node, lambda v, a: ctx.b.log_softmax(v, axis=a), ctx.attr(node, "axis", 1))
+    return ctx.b.log_softmax(ctx.value(node, 0), axis=ctx.attr(node, "axis", -1))
+
+
+@op("Hardmax")
+def _hardmax(ctx, node):
+    b = ctx.b
+
+    def hardmax(v, axis):
+        axis = norm_axis(axis, v.rank)
+        n = _static_dim(node, v.shape[axis], "Hardmax's axis")
+        idx = b.argmax(v, axis=axis, keepdims=True)
+        iota = b.const(np.arange(n, dtype=np.int64).reshape([n if i == axis else 1 for i in range(v.rank)]),
+                       "int64")
+        return b.cast(b.eq(idx, iota), dtype=v.dtype)
+
+    if ctx.opset < 13:
+        return _coerced_2d(ctx, node, hardmax, ctx.attr(node, "axis", 1))
+    return hardmax(ctx.value(node, 0), ctx.attr(node, "axis", -1))
+
+
+# -- matmul family -------------------------------------------------------------------
+
+@op("MatMul")
+def _matmul(ctx, node):
+    return ctx.b.matmul(ctx.value(node, 0), ctx.value(node, 1))
+
+
+@op("Gemm")
+def _gemm(ctx, node):
+    b = ctx.b
+    a, w, c = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    alpha, beta = ctx.attr(node, "alpha", 1.0), ctx.attr(node, "beta", 1.0)
+    ta, tb = ctx.attr(node, "transA", 0), ctx.attr(node, "transB", 0)
+    if (not ta and tb and alpha == 1.0 and is_float(a.dtype)
+            and (c is None or (beta == 1.0 and c.rank == 1 and c.shape[0] == w.shape[0]))):
+        return b.linear(a, w) if c is None else b.linear(a, w, c)
+    if ta:
+        a = b.transpose(a, perm=(1, 0))
+    if tb:
+        w = b.transpose(w, perm=(1, 0))
+    y = b.matmul(a, w)
+    if alpha != 1.0:
+        y = b.mul(y, _const(b, alpha, y))
+    if c is not None and beta != 0.0:
+        y = b.add(y, c if beta == 1.0 else b.mul(c, _const(b, beta, c)))
+    return y
+
+
+@op("Einsum")
+def _einsum(ctx, node):
+    return einsum(ctx.b, node, ctx.attr(node, "equation"), [v for v in ctx.inputs(node)])
+
+
+def einsum(b, node, equation, operands):
+    """Einsum through transpose/reshape/matmul/reduce_sum (no repeated labels
+    within one operand)."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(operands):
+        _unsup(node, f"equation {equation!r} names {len(terms)} operands, got {len(operands)}")
+    ell = max((v.rank - len(t.replace("...", "")) for t, v in zip(terms, operands) if "..." in t),
+              default=0)
+
+    def labels(term, rank=None):
+        if "..." not in term:
+            return list(term)
+        head, tail = term.split("...")
+        n = ell if rank is None else rank - len(head) - len(tail)
+        return list(head) + [f".{ell - n + i}" for i in range(n)] + list(tail)
+
+    ops = []
+    for t, v in zip(terms, operands):
+        lab = labels(t, v.rank)
+        if len(lab) != v.rank:
+            _unsup(node, f"operand {t!r} of {equation!r} does not match rank {v.rank}")
+        if len(set(lab)) != len(lab):
+            _unsup(node, f"einsum {equation!r}: repeated labels in one operand (diagonals) "
+                         "are not supported")
+        ops.append((v, lab))
+    if arrow:
+        out = labels(rhs)
+    else:
+        counts = {}
+        for _, lab in ops:
+            for l_ in lab:
+                counts[l_] = counts.get(l_, 0) + 1
+        out = [f".{i}" for i in range(ell)] + sorted(l_ for l_, n in counts.items()
+                                                     if n == 1 and not l_.startswith("."))
+
+    def reduce_unneeded(v, lab, needed):
+        drop = [i for i, l_ in enumerate(lab) if l_ not in needed]
+        if drop:
+            v = b.reduce_sum(v, axes=tuple(drop), keepdims=False)
+            lab = [l_ for l_ in lab if l_ in needed]
+        return v, lab
+
+    v, lab = ops[0]
+    for k in range(1, len(ops)):
+        w, lw = ops[k]
+        needed = set(out).union(*[set(lab_) for _, lab_ in ops[k + 1:]])
+        v, lab = reduce_unneeded(v, lab, needed | set(lw))
+        w, lw = reduce_unneeded(w, lw, needed | set(lab))
+        batch = [l_ for l_ in lab if l_ in lw and l_ in needed]
+        contr = [l_ for l_ in lab if l_ in lw and l_ not in needed]
+        a_free = [l_ for l_ in lab if l_ not in lw]
+        b_free = [l_ for l_ in lw if l_ not in lab]
+        va = _permute(b, v, lab, batch + a_free + contr)
+        vb = _permute(b, w, lw, batch + contr + b_free)
+        nb = len(batch)
+        a_dims = va.shape[nb:nb + len(a_free)]
+        b_dims = vb.shape[nb + len(contr):]
+        k_dim = mul_dims(*va.shape[nb + len(a_free):]) if contr else 1
+        va = b.reshape(va, shape=va.shape[:nb] + (mul_dims(*a_dims) if a_dims else 1, k_dim))
+        vb = b.reshape(vb, shape=vb.shape[:nb] + (k_dim, mul_dims(*b_dims) if b_dims else 1))
+        prod = b.matmul(va, vb)
+        batch_dims = broadcast(va.shape[:nb], vb.shape[:nb])
+        v = b.reshape(prod, shape=batch_dims + tuple(a_dims) + tuple(b_dims))
+        lab = batch + a_free + b_free
+    v, lab = reduce_unneeded(v, lab, set(out))
+    if sorted(lab) != sorted(out):
+        _unsup(node, f"einsum {equation!r}: output labels {out} do not match the operands")
+    return _permute(b, v, lab, out)
+
+
+def _permute(b, v, lab, order):
+    perm = tuple(lab.index(l_) for l_ in order)
+    return v if perm == tuple(range(len(perm))) else b.transpose(v, perm=perm)
+
+
+# -- reductions ---------------------------------------------------------------------
+
+def _reduce_axes(ctx, node, attr_until):
+    """Axes of a Reduce* node (None = all), whether axes are an attribute
+    (opset < attr_until) or the second input."""
+    if ctx.opset < attr_until:
+        axes = ctx.attr(node, "axes")
+    else:
+        axes = _static_ints(ctx, node, 1, "axes") if len(node.input) > 1 and node.input[1] else None
+    if axes is not None and len(axes) == 0:
+        axes = None
+    if axes is None and ctx.attr(node, "noop_with_empty_axes", 0):
+        return ()
+    return tuple(axes) if axes is not None else None
+
+
+def _reduction(build, attr_until=18):
+    def handler(ctx, node):
+        x = ctx.value(node, 0)
+        axes = _reduce_axes(ctx, node, attr_until)
+        keep = bool(ctx.attr(node, "keepdims", 1))
+        if axes == ():
+            return build(ctx.b, x, (), keep, identity=True)
+        return build(ctx.b, x, axes, keep, identity=False)
+    return handler
+
+
+def _simple_reduce(ir_name):
+    def build(b, x, axes, keep, identity):
+        if identity:
+            return x
+        return getattr(b, ir_name)(x, axes=axes, keepdims=keep)
+    return build
+
+
+OPS["ReduceSum"] = _reduction(_simple_reduce("reduce_sum"), attr_until=13)
+OPS["ReduceMax"] = _reduction(_simple_reduce("reduce_max"))
+OPS["ReduceMin"] = _reduction(_simple_reduce("reduce_min"))
+OPS["ReduceProd"] = _reduction(_simple_reduce("reduce_prod"))
+
+
+def _mean_build(b, x, axes, keep, identity):
+    if identity:
+        return x
+    if is_float(x.dtype):
+        return b.reduce_mean(x, axes=axes, keepdims=keep)
+    s = b.reduce_sum(x, axes=axes, keepdims=keep)       # integer mean: truncating division
+    n = mul_dims(*[x.shape[i] for i in (range(x.rank) if axes is None else
+                                        [norm_axis(a, x.rank) for a in axes])])
+    if not isinstance(n, int):
+        raise UnsupportedError("integer ReduceMean over symbolic dims is not supported")
+    return b.div(s, _const(b, n, s))
+
+
+OPS["ReduceMean"] = _reduction(_mean_build)
+
+
+def _l1_build(b, x, axes, keep, identity):
+    return b.abs(x) if identity else b.reduce_sum(b.abs(x), axes=axes, keepdims=keep)
+
+
+def _l2_build(b, x, axes, keep, identity):
+    if identity:
+        return b.abs(x)
+    sq = b.reduce_sum(b.mul(x, x), axes=axes, keepdims=keep)
+    if is_float(x.dtype):
+        return b.sqrt(sq)
+    return b.cast(b.sqrt(b.cast(sq, dtype="float64")), dtype=x.dtype)
+
+
+def _sum_square_build(b, x, axes, keep, identity):
+    return b.mul(x, x) if identity else b.reduce_sum(b.mul(x, x), axes=axes, keepdims=keep)
+
+
+def _log_sum_build(b, x, axes, keep, identity):
+    return b.log(x) if identity else b.log(b.reduce_sum(x, axes=axes, keepdims=keep))
+
+
+def _log_sum_exp_build(b, x, axes, keep, identity):
+    if identity:
+        return x
+    if is_float(x.dtype):
+        return b.logsumexp(x, axes=axes, keepdims=keep)
+    return b.cast(b.logsumexp(b.cast(x, dtype="float64"), axes=axes, keepdims=keep), dtype=x.dtype)
+
+
+OPS["ReduceL1"] = _reduction(_l1_build)
+OPS["ReduceL2"] = _reduction(_l2_build)
+OPS["ReduceSumSquare"] = _reduction(_sum_square_build)
+OPS["ReduceLogSum"] = _reduction(_log_sum_build)
+OPS["ReduceLogSumExp"] = _reduction(_log_sum_exp_build)
+
+
+def _arg(ir_name):
+    def handler(ctx, node):
+        b = ctx.b
+        x = ctx.value(node, 0)
+        axis = norm_axis(ctx.attr(node, "axis", 0), x.rank)
+        keep = bool(ctx.attr(node, "keepdims", 1))
+        if not ctx.attr(node, "select_last_index", 0):
+            return getattr(b, ir_name)(x, axis=axis, keepdims=keep)
+        n = _static_dim(node, x.shape[axis], "select_last_index")
+        idx = getattr(b, ir_name)(b.flip(x, axes=(axis,)), axis=axis, keepdims=keep)
+        return b.sub(_const(b, n - 1, idx), idx)
+    return handler
+
+
+OPS["ArgMax"] = _arg("argmax")
+OPS["ArgMin"] = _arg("argmin")
+
+
+@op("CumSum")
+def _cumsum(ctx, node):
+    x = ctx.value(node, 0)
+    axis = _static_ints(ctx, node, 1, "axis")[0]
+    return ctx.b.cumsum(x, axis=axis, exclusive=bool(ctx.attr(node, "exclusive", 0)),
+                        reverse=bool(ctx.attr(node, "reverse", 0)))
+
+
+@op("TopK")
+def _topk(ctx, node):
+    x = ctx.value(node, 0)
+    k = ctx.attr(node, "k") if ctx.opset < 10 else _static_ints(ctx, node, 1, "K")[0]
+    values, indices = ctx.b.topk(x, k=int(k), axis=ctx.attr(node, "axis", -1),
+                                 largest=bool(ctx.attr(node, "largest", 1)))
+    return [values, indices]
+
+
+# -- shape ops -----------------------------------------------------------------------
+
+@op("Reshape")
+def _reshape(ctx, node):
+    x = ctx.value(node, 0)
+    shape = ctx.attr(node, "shape") if ctx.opset < 5 else ctx.ints_input(node, 1, "shape")
+    allowzero = ctx.attr(node, "allowzero", 0)
+    shape = list(shape)
+    if not allowzero:
+        for i, d in enumerate(shape):
+            if d == 0:
+                if i >= x.rank:
+                    _unsup(node, f"shape {tuple(shape)} copies dim {i} of a rank-{x.rank} input")
+                shape[i] = x.shape[i]
+    shape = tuple(shape)
+    return x if shape == x.shape else ctx.b.reshape(x, shape=shape)
+
+
+@op("Flatten")
+def _flatten(ctx, node):
+    x = ctx.value(node, 0)
+    axis = ctx.attr(node, "axis", 1)
+    axis = axis + x.rank if axis < 0 else axis
+    shape = (mul_dims(*x.shape[:axis]) if axis else 1, mul_dims(*x.shape[axis:]) if axis < x.rank else 1)
+    return ctx.b.reshape(x, shape=shape)
+
+
+@op("Transpose")
+def _transpose(ctx, node):
+    x = ctx.value(node, 0)
+    perm = ctx.attr(node, "perm")
+    perm = tuple(reversed(range(x.rank))) if perm is None else tuple(perm)
+    return x if perm == tuple(range(x.rank)) else ctx.b.transpose(x, perm=perm)
+
+
+def _axes_arg(ctx, node, since):
+    if ctx.opset < since:
+        return ctx.attr(node, "axes")
+    return _static_ints(ctx, node, 1, "axes") if len(node.input) > 1 and node.input[1] else None
+
+
+@op("Squeeze")
+def _squeeze(ctx, node):
+    x = ctx.value(node, 0)
+    axes = _axes_arg(ctx, node, 13)
+    if axes is not None and len(axes) == 0:
+        axes = None
+    if axes is None and any(isinstance(d, str) for d in x.shape):
+        _unsup(node, f"Squeeze without axes on {x.type} (symbolic dims might be 1)")
+    return ctx.b.squeeze(x, axes=tuple(axes) if axes is not None else None)
+
+
+@op("Unsqueeze")
+def _unsqueeze(ctx, node):
+    axes = _axes_arg(ctx, node, 13)
+    return ctx.b.unsqueeze(ctx.value(node, 0), axes=tuple(axes))
+
+
+@op("Concat")
+def _concat(ctx, node):
+    vals = [v for v in ctx.inputs(node) if v is not None]
+    axis = ctx.attr(node, "axis", 0)
+    if len(vals) == 1:
+        return vals[0]
+    return ctx.b.concat(vals, axis=axis)
+
+
+@op("Split")
+def _split(ctx, node):
+    x = ctx.value(node, 0)
+    axis = norm_axis(ctx.attr(node, "axis", 0), x.rank)
+    n = len(node.output)
+    if ctx.opset < 13:
+        sizes = ctx.attr(node, "split")
+    else:
+        sizes = ctx.ints_input(node, 1, "split") if len(node.input) > 1 and node.input[1] else None
+    if sizes is None:
+        d = _static_dim(node, x.shape[axis], "Split without sizes")
+        parts = ctx.attr(node, "num_outputs", n) if ctx.opset >= 18 else n
+        chunk = -(-d // parts)
+        sizes = [chunk] * (d // chunk) + ([d % chunk] if d % chunk else [])
+        if len(sizes) != n:
+            _unsup(node, f"cannot split size {d} into {n} outputs")
+    out = ctx.b.split(x, sizes=tuple(sizes), axis=axis)
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+@op("Slice")
+def _slice(ctx, node):
+    x = ctx.value(node, 0)
+    if ctx.opset < 10:
+        starts, ends = ctx.attr(node, "starts"), ctx.attr(node, "ends")
+        axes, steps = ctx.attr(node, "axes"), None
+    else:
+        starts = _static_ints(ctx, node, 1, "starts")
+        ends = _static_ints(ctx, node, 2, "ends")
+        axes = _static_ints(ctx, node, 3, "axes") if len(node.input) > 3 and node.input[3] else None
+        steps = _static_ints(ctx, node, 4, "steps") if len(node.input) > 4 and node.input[4] else None
+    clamp = lambda v: max(min(int(v), INT64_MAX), -INT64_MAX - 1)  # noqa: E731
+    return ctx.b.slice(x, starts=tuple(map(clamp, starts)), ends=tuple(map(clamp, ends)),
+                       axes=tuple(axes) if axes is not None else None,
+                       steps=tuple(steps) if steps is not None else None)
+
+
+@op("Pad")
+def _pad(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    mode = ctx.attr(node, "mode", "constant")
+    if ctx.opset < 11:
+        pads, value = ctx.attr(node, "pads") or ctx.attr(node, "paddings"), ctx.attr(node, "value", 0.0)
+    else:
+        pads = _static_ints(ctx, node, 1, "pads")
+        value = ctx.scalar_input(node, 2, "constant_value") if len(node.input) > 2 and node.input[2] else 0
+        axes = _static_ints(ctx, node, 3, "axes") if len(node.input) > 3 and node.input[3] else None
+        if axes is not None:
+            full = [0] * (2 * x.rank)
+            for j, a in enumerate(axes):
+                a = norm_axis(a, x.rank)
+                full[a], full[x.rank + a] = pads[j], pads[len(axes) + j]
+            pads = full
+    if mode not in ("constant", "reflect", "edge"):
+        _unsup(node, f"Pad mode {mode!r} is not supported (constant, reflect, edge)")
+    if isinstance(value, float) and is_int(x.dtype):
+        value = int(value)
+    if x.dtype == "bool":
+        value = bool(value)
+    return b.pad(x, pads=tuple(int(p) for p in pads), mode=mode,
+                 value=value if mode == "constant" else None)
+
+
+@op("Gather")
+def _gather(ctx, node):
+    x, idx = ctx.value(node, 0), ctx.value(node, 1)
+    axis = ctx.attr(node, "axis", 0)
+    return ctx.b.gather(x, idx, axis=axis)
+
+
+@op("GatherElements")
+def _gather_elements(ctx, node):
+    b = ctx.b
+    x, idx = ctx.value(node, 0), ctx.value(node, 1)
+    axis = norm_axis(ctx.attr(node, "axis", 0), x.rank)
+    return b.gather_elements(x, _wrap_indices(b, node, idx, x.shape[axis]), axis=axis)
+
+
+def _wrap_indices(b, node, idx, n):
+    """Negative indices count from the end of an axis of size n."""
+    if not isinstance(n, int):
+        return idx
+    return b.where(b.lt(idx, _const(b, 0, idx)), b.add(idx, _const(b, n, idx)), idx)
+
+
+@op("ScatterElements", "Scatter")
+def _scatter_elements(ctx, node):
+    b = ctx.b
+    x, idx, upd = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    axis = norm_axis(ctx.attr(node, "axis", 0), x.rank)
+    idx = _wrap_indices(b, node, idx, x.shape[axis])
+    reduction = ctx.attr(node, "reduction", "none")
+    if reduction == "add":
+        return b.scatter_add(x, idx, upd, axis=axis)
+    if reduction != "none":
+        _unsup(node, f"ScatterElements reduction {reduction!r} is not supported (none, add)")
+    # overwrite: where any update lands, take the scattered updates (indices are unique per ONNX)
+    zeros = b.full(shape=x.shape, value=0, dtype=x.dtype if x.dtype != "bool" else "int64")
+    upd_n = upd if x.dtype != "bool" else b.cast(upd, dtype="int64")
+    hit = b.scatter_add(b.full(shape=x.shape, value=0, dtype="int64"), idx,
+                        b.full(shape=idx.shape, value=1, dtype="int64"), axis=axis)
+    scattered = b.scatter_add(zeros, idx, upd_n, axis=axis)
+    if x.dtype == "bool":
+        scattered = b.cast(scattered, dtype="bool")
+    return b.where(b.gt(hit, b.const(0, "int64")), scattered, x)
+
+
+@op("Expand")
+def _expand(ctx, node):
+    x = ctx.value(node, 0)
+    shape = ctx.ints_input(node, 1, "shape")
+    out = broadcast(x.shape, tuple(shape))
+    return x if out == x.shape else ctx.b.expand(x, shape=out)
+
+
+@op("Tile")
+def _tile(ctx, node):
+    return ctx.b.tile(ctx.value(node, 0), repeats=_static_ints(ctx, node, 1, "repeats"))
+
+
+@op("Shape")
+def _shape(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    start, end = ctx.attr(node, "start", 0), ctx.attr(node, "end")
+    r = x.rank
+    start = min(max(start + r if start < 0 else start, 0), r)
+    end = r if end is None else min(max(end + r if end < 0 else end, 0), r)
+    dims = x.shape[start:end] if end > start else ()
+    if all(isinstance(d, int) for d in dims):
+        return b.const(np.array(dims, dtype=np.int64), "int64")
+    s = b.shape_of(x)
+    return s if (start, end) == (0, r) else b.slice(s, starts=(start,), ends=(end,))
+
+
+@op("Size")
+def _size(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    n = mul_dims(*x.shape) if x.shape else 1
+    if isinstance(n, int):
+        return b.const(np.array(n, dtype=np.int64), "int64")
+    return b.reduce_prod(b.shape_of(x), axes=None, keepdims=False)
+
+
+@op("ConstantOfShape")
+def _constant_of_shape(ctx, node):
+    shape = ctx.ints_input(node, 0, "shape")
+    value = ctx.attr(node, "value")
+    if value is None:
+        value = np.zeros((1,), np.float32)
+    from irtool.ir.dtypes import check_dtype
+    dtype = check_dtype(value.dtype)
+    v = value.reshape(-1)[0].item()
+    if all(isinstance(d, int) for d in shape):
+        return ctx.b.const(np.full(shape, v, dtype=value.dtype), dtype)
+    return ctx.b.full(shape=shape, value=v, dtype=dtype)
+
+
+@op("Range")
+def _range(ctx, node):
+    start = ctx.scalar_input(node, 0, "start")
+    limit = ctx.scalar_input(node, 1, "limit")
+    delta = ctx.scalar_input(node, 2, "delta")
+    dtype = ctx.value(node, 0).dtype
+    if is_float(dtype):
+        start, limit, delta = float(start), float(limit), float(delta)
+    else:
+        start, limit, delta = int(start), int(limit), int(delta)
+    return ctx.b.arange(start=start, stop=limit, step=delta, dtype=dtype)
+
+
+@op("OneHot")
+def _one_hot(ctx, node):
+    b = ctx.b
+    idx, values = ctx.value(node, 0), ctx.value(node, 2)
+    depth = ctx.scalar_input(node, 1, "depth")
+    depth = int(depth)
+    axis = ctx.attr(node, "axis", -1)
+    rank = idx.rank + 1
+    axis = norm_axis(axis, rank)
+    if is_float(idx.dtype):
+        idx = b.cast(b.floor(idx), dtype="int64")
+    elif idx.dtype != "int64":
+        idx = b.cast(idx, dtype="int64")
+    idx = b.where(b.lt(idx, b.const(0, "int64")), b.add(idx, b.const(depth, "int64")), idx)
+    idx = b.unsqueeze(idx, axes=(axis,))
+    iota = b.const(np.arange(depth, dtype=np.int64).reshape([depth if i == axis else 1 for i in range(rank)]),
+                   "int64")
+    hot = b.eq(idx, iota)
+    off = b.gather(values, b.const(np.array(0, np.int64), "int64"), axis=0)
+    on = b.gather(values, b.const(np.array(1, np.int64), "int64"), axis=0)
+    return b.where(hot, on, off)
+
+
+@op("Trilu")
+def _trilu(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    k = ctx.scalar_input(node, 1, "k") if len(node.input) > 1 and node.input[1] else 0
+    n = _static_dim(node, x.shape[-2], "Trilu")
+    m = _static_dim(node, x.shape[-1], "Trilu")
+    upper = ctx.attr(node, "upper", 1)
+    mask = np.triu(np.ones((n, m), bool), int(k)) if upper else np.tril(np.ones((n, m), bool), int(k))
+    return b.where(b.const(mask, "bool"), x, b.const(np.zeros((), dtype=_np(x)), x.dtype))
+
+
+def _np(v):
+    from irtool.ir.dtypes import np_dtype
+    return np_dtype(v.dtype)
+
+
+@op("DepthToSpace")
+def _depth_to_space(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    bs = ctx.attr(node, "blocksize")
+    n, c, h, w = x.shape
+    c2 = _static_dim(node, c, "DepthToSpace channels") // (bs * bs)
+    if ctx.attr(node, "mode", "DCR") == "DCR":
+        t = b.reshape(x, shape=(n, bs, bs, c2, h, w))
+        t = b.transpose(t, perm=(0, 3, 4, 1, 5, 2))
+    else:
+        t = b.reshape(x, shape=(n, c2, bs, bs, h, w))
+        t = b.transpose(t, perm=(0, 1, 4, 2, 5, 3))
+    return b.reshape(t, shape=(n, c2, mul_dims(h, bs), mul_dims(w, bs)))
+
+
+@op("SpaceToDepth")
+def _space_to_depth(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    bs = ctx.attr(node, "blocksize")
+    n, c, h, w = x.shape
+    h2 = _static_dim(node, h, "SpaceToDepth height") // bs
+    w2 = _static_dim(node, w, "SpaceToDepth width") // bs
+    t = b.reshape(x, shape=(n, c, h2, bs, w2, bs))
+    t = b.transpose(t, perm=(0, 3, 5, 1, 2, 4))
+    return b.reshape(t, shape=(n, mul_dims(c, bs * bs), h2, w2))
+
+
+# -- normalisation -------------------------------------------------------------------
+
+def _per_channel(b, p, rank):
+    return b.unsqueeze(p, axes=tuple(range(1, rank - 1))) if rank > 2 else p
+
+
+@op("BatchNormalization")
+def _batch_norm(ctx, node):
+    b = ctx.b
+    x, w, bias, mean, var = (ctx.value(node, i) for i in range(5))
+    eps = ctx.attr(node, "epsilon", 1e-5)
+    training = ctx.attr(node, "training_mode", 0) if ctx.opset >= 14 else 0
+    if ctx.opset < 7 and not ctx.attr(node, "is_test", 0):
+        training = 1
+    if not training:
+        outs = [b.batch_norm(x, w, bias, mean, var, eps=eps)]
+        return outs + [None] * (len(node.output) - 1)
+    momentum = ctx.attr(node, "momentum", 0.9)
+    axes = (0,) + tuple(range(2, x.rank))
+    bmean = b.reduce_mean(x, axes=axes, keepdims=False)
+    xc = b.sub(x, _per_channel(b, bmean, x.rank))
+    bvar = b.reduce_mean(b.mul(xc, xc), axes=axes, keepdims=False)
+    y = b.add(b.mul(b.mul(xc, _per_channel(b, b.rsqrt(b.add(bvar, eps)), x.rank)),
+                    _per_channel(b, w, x.rank)), _per_channel(b, bias, x.rank))
+    run_mean = b.add(b.mul(mean, momentum), b.mul(bmean, 1.0 - momentum))
+    run_var = b.add(b.mul(var, momentum), b.mul(bvar, 1.0 - momentum))
+    return [y, run_mean, run_var]
+
+
+@op("InstanceNormalization")
+def _instance_norm(ctx, node):
+    b = ctx.b
+    x, scale, bias = (ctx.value(node, i) for i in range(3))
+    eps = ctx.attr(node, "epsilon", 1e-5)
+    axes = tuple(range(2, x.rank))
+    xc = b.sub(x, b.reduce_mean(x, axes=axes, keepdims=True))
+    var = b.reduce_mean(b.mul(xc, xc), axes=axes, keepdims=True)
+    y = b.mul(xc, b.rsqrt(b.add(var, eps)))
+    return b.add(b.mul(y, _per_channel(b, scale, x.rank)), _per_channel(b, bias, x.rank))
+
+
+@op("LayerNormalization")
+def _layer_norm(ctx, node):
+    b = ctx.b
+    x, w, bias = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    axis = norm_axis(ctx.attr(node, "axis", -1), x.rank)
+    eps = ctx.attr(node, "epsilon", 1e-5)
+    norm = x.shape[axis:]
+    want_stats = len(node.output) > 1 and any(node.output[1:])
+    if not want_stats and w.shape == norm and (bias is None or bias.shape == norm):
+        return b.layer_norm(*([x, w] + ([bias] if bias is not None else [])), axis=axis, eps=eps)
+    axes = tuple(range(axis, x.rank))
+    mean = b.reduce_mean(x, axes=axes, keepdims=True)
+    xc = b.sub(x, mean)
+    inv = b.rsqrt(b.add(b.reduce_mean(b.mul(xc, xc), axes=axes, keepdims=True), eps))
+    y = b.mul(b.mul(xc, inv), w)
+    if bias is not None:
+        y = b.add(y, bias)
+    return [y, mean, inv]
+
+
+@op("GroupNormalization")
+def _group_norm(ctx, node):
+    b = ctx.b
+    x, scale, bias = (ctx.value(node, i) for i in range(3))
+    groups = ctx.attr(node, "num_groups")
+    eps = ctx.attr(node, "epsilon", 1e-5)
+    c = _static_dim(node, x.shape[1], "GroupNormalization channels")
+    if scale.shape == (groups,) and groups != c:          # opset 18: one scale per group
+        rep = c // groups
+        scale = b.reshape(b.expand(b.reshape(scale, shape=(groups, 1)), shape=(groups, rep)), shape=(c,))
+        bias = b.reshape(b.expand(b.reshape(bias, shape=(groups, 1)), shape=(groups, rep)), shape=(c,))
+    return b.group_norm(x, scale, bias, groups=groups, eps=eps)
+
+
+@op("LRN")
+def _lrn(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    size = ctx.attr(node, "size")
+    alpha, beta, bias = ctx.attr(node, "alpha", 1e-4), ctx.attr(node, "beta", 0.75), ctx.attr(node, "bias", 1.0)
+    sq = b.mul(x, x)
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    pads = [0] * (2 * x.rank)
+    pads[1], pads[x.rank + 1] = lo, hi
+    padded = b.pad(sq, pads=tuple(pads))
+    total = None
+    for i in range(size):
+        end = i - (size - 1)
+        part = b.slice(padded, starts=(i,), ends=(end if end < 0 else INT64_MAX,), axes=(1,))
+        total = part if total is None else b.add(total, part)
+    denom = b.pow(b.add(b.mul(total, alpha / size), bias), _const(b, beta, x))
+    return b.div(x, denom)
+
+
+@op("MeanVarianceNormalization")
+def _mvn(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    axes = tuple(ctx.attr(node, "axes", (0, 2, 3)))
+    xc = b.sub(x, b.reduce_mean(x, axes=axes, keepdims=True))
+    var = b.reduce_mean(b.mul(xc, xc), axes=axes, keepdims=True)
+    return b.div(xc, b.add(b.sqrt(var), 1e-9))
+
+
+# -- global pools --------------------------------------------------------------------
+
+@op("GlobalAveragePool")
+def _global_avg(ctx, node):
+    x = ctx.value(node, 0)
+    return ctx.b.reduce_mean(x, axes=tuple(range(2, x.rank)), keepdims=True)
+
+
+@op("GlobalMaxPool")
+def _global_max(ctx, node):
+    x = ctx.value(node, 0)
+    return ctx.b.reduce_max(x, axes=tuple(range(2, x.rank)), keepdims=True)

@@ -1,0 +1,269 @@
+"""PyTorch -> IR, through torch.export with core ATen decompositions.
+
+`trace(module, example_inputs, dynamic_shapes=None)` exports the module,
+runs the default (core ATen) decompositions and walks the FX graph once,
+mapping each ATen op through the table in frontends/aten_ops.py. Parameters
+become trainable params and buffers frozen params, both named by their
+state_dict keys; user inputs keep the forward's argument names; SymInt
+sizes become symbolic dims named after the user's `dynamic_shapes`.
+An unmapped op is one UnsupportedError listing every such op with its count
+and the source line that produced it.
+"""
+import operator
+
+import numpy as np
+
+from irtool.errors import IRToolError, UnsupportedError
+from irtool.frontends.aten_ops import ATEN, dim_of, torch_dtype_name
+from irtool.ir.builder import Builder
+
+
+def _dynamic_spec(module, dynamic_shapes):
+    """Turn {"x": {0: "batch"}} (or positional lists of such dicts) into
+    torch.export Dims. Returns (spec for torch.export, {arg: {axis: name}})."""
+    import inspect
+
+    from torch.export import Dim
+    if dynamic_shapes is None:
+        return None, {}
+    params = list(inspect.signature(module.forward).parameters)
+    names = {}
+
+    def conv(arg, spec):
+        if not isinstance(spec, dict):
+            return spec
+        out = {}
+        for axis, d in spec.items():
+            # a named dim lets torch infer its range (BERT's seq <= max positions);
+            # the IR symbol takes the user's name
+            names.setdefault(arg, {})[axis] = d if isinstance(d, str) else d.__name__
+            out[axis] = Dim.DYNAMIC if isinstance(d, str) else d
+        return out
+
+    if isinstance(dynamic_shapes, dict):
+        unknown = set(dynamic_shapes) - set(params)
+        if unknown:
+            raise IRToolError(f"dynamic_shapes names {sorted(unknown)} are not arguments of "
+                              f"forward({', '.join(params)})")
+        return {k: conv(k, v) for k, v in dynamic_shapes.items()}, names
+    return type(dynamic_shapes)(conv(a, s) for a, s in zip(params, dynamic_shapes)), names
+
+
+def trace(module, example_inputs, dynamic_shapes=None, name=None):
+    import torch
+    if not isinstance(module, torch.nn.Module):
+        raise IRToolError(f"trace expects a torch.nn.Module, got {type(module).__name__}")
+    args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    spec, dim_names = _dynamic_spec(module, dynamic_shapes)
+    try:
+        ep = torch.export.export(module, args, dynamic_shapes=spec)
+    except Exception as e:  # torch's own message says what it could not capture
+        raise IRToolError(f"torch.export could not capture {type(module).__name__}: "
+                          f"{str(e).strip().splitlines()[0]}") from e
+    return from_exported_program(ep, name=name or type(module).__name__, dim_names=dim_names)
+
+
+def from_exported_program(ep, name="model", dim_names=None):
+    import torch
+    ep = ep.run_decompositions(_decomposition_table())
+    gm, sig = ep.graph_module, ep.graph_signature
+    _check_supported(gm.graph)
+    kinds = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
+    state = dict(ep.state_dict)
+    consts = dict(getattr(ep, "constants", {}) or {})
+    b = Builder(name)
+    env, symbols = {}, {}
+    user_names = _user_input_names(ep)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for n in placeholders:       # symbols first: from user inputs' fake shapes
+        spec = kinds.get(n.name)
+        if spec is not None and spec.kind == torch.export.graph_signature.InputKind.USER_INPUT:
+            val = n.meta.get("val")
+            for axis, d in enumerate(getattr(val, "shape", ())):
+                if not isinstance(d, int):
+                    sym = str(d.node.expr)
+                    arg = user_names.get(n.name, n.name)
+                    symbols.setdefault(sym, (dim_names or {}).get(arg, {}).get(axis, sym))
+    for n in placeholders:
+        spec = kinds.get(n.name)
+        kind = spec.kind.name if spec is not None else "USER_INPUT"
+        val = n.meta.get("val")
+        if kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+            tensor = state.get(spec.target)
+            if tensor is None:
+                tensor = consts.get(spec.target)
+            if tensor is None:
+                raise IRToolError(f"exported program has no data for {spec.target!r}")
+            data = tensor.detach().cpu().contiguous().numpy() if hasattr(tensor, "numpy") else np.asarray(tensor)
+            if data.dtype == np.dtype("float64") and val is not None and str(val.dtype) == "torch.float32":
+                data = data.astype(np.float32)
+            env[n] = b.param(_param_name(b, spec.target), data, trainable=(kind == "PARAMETER"))
+        elif kind == "USER_INPUT":
+            if val is None or not hasattr(val, "shape"):
+                raise UnsupportedError(f"input {n.name!r} is not a tensor; only tensor inputs are supported")
+            shape = tuple(dim_of(d, symbols) for d in val.shape)
+            env[n] = b.input(user_names.get(n.name, n.name), torch_dtype_name(val.dtype), shape)
+        else:
+            raise UnsupportedError(f"input kind {kind} ({n.name}) is not supported")
+    ctx = Context(b, symbols)
+    outputs = []
+    for n in gm.graph.nodes:
+        if n.op == "call_function":
+            b.source = _source_line(n)
+            args = _map(n.args, env, ctx)
+            kwargs = {k: _map(v, env, ctx) for k, v in n.kwargs.items()}
+            if n.target is operator.getitem:
+                env[n] = args[0][args[1]]
+                continue
+            fn = ATEN[_op_key(n.target)]
+            result = fn(ctx, *args, **kwargs)
+            env[n] = ctx.fix_dtype(result, n.meta.get("val"))
+        elif n.op == "output":
+            outputs = _flatten(_map(n.args[0], env, ctx))
+    b.source = None
+    outputs = [o for o in outputs if o is not None]
+    user_outputs = [s.arg.name for s in sig.output_specs if s.kind.name == "USER_OUTPUT"]
+    outputs = outputs[len(outputs) - len(user_outputs):] if user_outputs else outputs
+    return _name_outputs(b, outputs, ep)
+
+
+def _decomposition_table():
+    """Core ATen decompositions, except attention: the IR has a fused
+    scaled_dot_product_attention op (and torch's own decomposition fails on
+    some dynamic-shape models, GPT-2 among them)."""
+    import torch
+    table = torch.export.default_decompositions()
+    for op in list(table):
+        if "scaled_dot_product" in str(op):
+            del table[op]
+    return table
+
+
+class Context:
+    """What op implementations need: the Builder and the symbol table."""
+
+    def __init__(self, builder, symbols):
+        self.b = builder
+        self.symbols = symbols
+
+    def dim(self, d):
+        return dim_of(d, self.symbols)
+
+    def fix_dtype(self, result, val):
+        """Cast to the dtype torch inferred when IR promotion differs."""
+        from irtool.ir.graph import Value
+        if isinstance(result, Value) and val is not None and hasattr(val, "dtype"):
+            want = torch_dtype_name(val.dtype)
+            if result.dtype != want:
+                return self.b.cast(result, dtype=want)
+        return result
+
+
+def _op_key(target):
+    return str(target).replace("aten.", "", 1) if str(target).startswith("aten.") else str(target)
+
+
+def _check_supported(graph):
+    missing = {}
+    for n in graph.nodes:
+        if n.op == "call_function" and n.target is not operator.getitem and _op_key(n.target) not in ATEN:
+            key = _op_key(n.target)
+            entry = missing.setdefault(key, [0, _source_line(n)])
+            entry[0] += 1
+    if missing:
+        lines = [f"{k} (x{c}{', from ' + src if src else ''})" for k, (c, src) in sorted(missing.items())]
+        raise UnsupportedError(f"{len(missing)} unsupported ATen op(s): " + "; ".join(lines))
+
+
+def _source_line(n):
+    trace = n.meta.get("stack_trace") or ""
+    lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip().startswith("File ")]
+    if not lines:
+        return None
+    last = lines[-1]            # innermost frame: the user's module code
+    try:
+        path = last.split('"')[1].rsplit("/", 1)[-1]
+        lineno = last.split("line ")[1].split(",")[0]
+        return f"{path}:{lineno}"
+    except IndexError:
+        return last
+
+
+def _map(a, env, ctx):
+    import torch.fx
+    if isinstance(a, torch.fx.Node):
+        if a in env:
+            return env[a]
+        val = a.meta.get("val")
+        raise IRToolError(f"value {a.name} ({val}) used before it was defined")
+    if isinstance(a, (list, tuple)):
+        return type(a)(_map(x, env, ctx) for x in a)
+    if isinstance(a, dict):
+        return {k: _map(v, env, ctx) for k, v in a.items()}
+    return a
+
+
+def _flatten(x):
+    if isinstance(x, (list, tuple)):
+        return [y for item in x for y in _flatten(item)]
+    return [x]
+
+
+def _param_name(b, target):
+    return target if target not in b._names else b.fresh(target)
+
+
+def _user_input_names(ep):
+    """placeholder name -> forward argument name (torch may rename: x -> x_1)."""
+    names = {}
+    try:
+        import inspect
+        sig = inspect.signature(ep.module().forward)
+    except Exception:  # noqa: BLE001 - fall back to placeholder names
+        return names
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    params = [p for p in sig.parameters]
+    for ph, arg in zip(user, params):
+        names[ph] = arg
+    return names
+
+
+def _name_outputs(b, outputs, ep):
+    """Name graph outputs after the forward's output structure: `output` for
+    one tensor, `output_0`.. for tuples, dict/ModelOutput keys for mappings."""
+    graph = b.build(outputs)
+    names = _output_names(ep.call_spec.out_spec, len(graph.outputs))
+    for v, want in zip(graph.outputs, names):
+        if v.producer is not None and want not in b._names and sum(o is v for o in graph.outputs) == 1:
+            b._names.discard(v.name)
+            v.name = b._claim(want)
+    return graph
+
+
+def _output_names(spec, count):
+    names = []
+
+    def walk(s, path):
+        children = getattr(s, "children_specs", None) or []
+        if not children:
+            names.append(".".join(path) or "output")
+            return
+        ctx = s.context
+        keys = list(ctx) if isinstance(ctx, (list, tuple)) and len(ctx) == len(children) else None
+        if keys is None and isinstance(ctx, (list, tuple)) and len(ctx) == 2 and isinstance(ctx[1], (list, tuple)):
+            keys = list(ctx[1])          # dataclass / ModelOutput: (type, keys)
+        for i, c in enumerate(children):
+            walk(c, path + [str(keys[i]) if keys and i < len(keys) else str(i)])
+
+    try:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            walk(spec, [])
+    except Exception:  # noqa: BLE001 - naming is cosmetic; fall back below
+        names = []
+    if len(names) != count:
+        names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    if count > 1 and all(n.isdigit() for n in names):
+        names = [f"output_{n}" for n in names]
+    return names

@@ -1,0 +1,121 @@
+"""PyTorch frontend on the model zoo: torch vs numpy runtime vs onnxruntime
+(forward, at several batch sizes / sequence lengths through one traced graph),
+and IR gradients of a scalar loss vs torch.autograd for every parameter."""
+import numpy as np
+import pytest
+
+import irtool
+from irtool.errors import UnsupportedError
+
+torch = pytest.importorskip("torch")
+from tests.torch_zoo import ZOO, build  # noqa: E402
+
+FWD = dict(rtol=1e-4, atol=1e-5)     # float32 through different op orders: a little above torch defaults
+
+
+def _flat(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [t for o in out for t in _flat(o)]
+
+
+def _np(ts):
+    return [t.detach().numpy() for t in ts]
+
+
+@pytest.fixture(scope="module")
+def traced():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            if ZOO[name][3]:
+                pytest.importorskip("transformers")
+            model, inputs, dyn = build(name)
+            cache[name] = (model, inputs, irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn))
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_forward_matches_torch_on_every_backend(traced, name):
+    model, inputs, graph = traced(name)
+    irtool.verify(graph)
+    shapes = [(1, 5), (3, 33), (8, 5), (17, 5)] if "seq" in str(ZOO[name][2]) else [(1, 5), (3, 5), (8, 5), (17, 5)]
+    for batch, seq in shapes:
+        args = inputs(batch, seq)
+        with torch.no_grad():
+            expected = _flat(model(*args))
+        feeds = [a.numpy() for a in args]
+        for backend in ("numpy", "onnxruntime"):
+            got = irtool.run(graph, feeds, backend=backend)
+            assert len(got) == len(expected), f"{len(got)} outputs vs torch's {len(expected)}"
+            for g, e in zip(got, expected):
+                torch.testing.assert_close(torch.from_numpy(np.asarray(g)), e, **FWD,
+                                           msg=lambda m: f"{name} {backend} batch={batch} seq={seq}: {m}")
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_parameter_gradients_match_autograd(traced, name):
+    model, inputs, graph = traced(name)
+    args = inputs(3, 5)
+    b = irtool.Builder(graph.name + "_loss")
+    vmap = b.copy_graph(graph)
+    rng = np.random.default_rng(0)
+    weights = []
+    loss = None
+    for o in graph.outputs:
+        if not o.dtype.startswith("float"):
+            continue
+        shape = tuple(d if isinstance(d, int) else {"batch": 3, "seq": 5}.get(d, None) for d in o.shape)
+        if None in shape:
+            continue
+        w = rng.standard_normal(shape).astype(np.float32)
+        weights.append(w)
+        term = b.reduce_sum(b.mul(vmap[o], b.const(w, "float32")))
+        loss = term if loss is None else b.add(loss, term)
+    grad_graph = irtool.grad(b.build([loss]))
+    ours = irtool.run(grad_graph, [a.numpy() for a in args])
+    params = dict(model.named_parameters())
+    model.zero_grad()
+    outs = [o for o in _flat(model(*args)) if o.dtype.is_floating_point]
+    total = sum((o * torch.from_numpy(w)).sum() for o, w in zip(outs, weights))
+    total.backward()
+    torch.testing.assert_close(torch.tensor(ours[0]), total.detach(), rtol=1e-4, atol=1e-4)
+    trainable = [v.name for v in graph.trainable()]
+    assert set(trainable) == set(params), "IR params are named by state_dict keys"
+    for pname, g in zip(trainable, ours[1:]):
+        expected = params[pname].grad
+        expected = torch.zeros_like(params[pname]) if expected is None else expected
+        torch.testing.assert_close(torch.from_numpy(g), expected, rtol=1e-3, atol=1e-4,
+                                   msg=lambda m: f"{name} d loss / d {pname}: {m}")
+
+
+def test_buffers_are_frozen_params_named_by_state_dict(traced):
+    model, _, graph = traced("cnn")
+    assert not graph.params["bn1.running_mean"].trainable
+    assert graph.params["conv1.weight"].trainable
+    np.testing.assert_array_equal(graph.params["bn1.running_var"].data, model.bn1.running_var.numpy())
+
+
+def test_dynamic_dims_become_symbols_and_dim_params(traced):
+    _, _, graph = traced("encoder")
+    assert graph.inputs[0].shape == ("batch", "seq", 16)
+    model = irtool.export_onnx(graph)
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "seq", 16]
+
+
+def test_unsupported_ops_are_listed_with_counts_and_source():
+    class Odd(torch.nn.Module):
+        def forward(self, x):
+            return torch.special.bessel_j0(x) + torch.special.bessel_j0(x * 2) + torch.lgamma(x)
+
+    with pytest.raises(UnsupportedError) as err:
+        irtool.trace(Odd(), (torch.rand(3),))
+    msg = str(err.value)
+    assert "special_bessel_j0" in msg and "(x2" in msg and "lgamma" in msg and "test_torch_frontend.py" in msg
