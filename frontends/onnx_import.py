@@ -164,6 +164,7 @@ class ImportContext:
         self.b = Builder(model.graph.name or "onnx")
         self.values = {}          # ONNX name -> IR Value
         self._known = {}          # id(Value) -> ndarray | None (memo of static())
+        self._kind = {}           # id(Value) -> CONST | PARAM | DYNAMIC (what it is computed from)
         self._unk = 0
         self._dims = {}
 
@@ -450,6 +451,43 @@ def evaluate_node(node, args):
     return None
 
 
+CONST, PARAM, DYNAMIC = 0, 1, 2
+EAGER_FOLD_LIMIT = 4096   # elements: constant results up to this size become constants
+
+
+def _kind_of(ctx, v):
+    k = ctx._kind.get(id(v))
+    if k is None:
+        k = PARAM if v.producer is None and v.name in ctx.b.params else DYNAMIC
+    return k
+
+
+def _fold_new(ctx, node, start, outs):
+    """Replace outputs that only depend on constants (and static shapes) by
+    constants, so shape arithmetic does not survive into the graph."""
+    b = ctx.b
+    for n in b.nodes[start:]:
+        if n.op.name in ("constant", "shape_of"):
+            kind = CONST
+        else:
+            kind = max((_kind_of(ctx, v) for v in n.inputs), default=CONST)
+        for o in n.outputs:
+            ctx._kind[id(o)] = kind
+    new = {id(o) for n in b.nodes[start:] for o in n.outputs}
+    out = []
+    for v in outs:
+        if (v is not None and id(v) in new and ctx._kind.get(id(v)) == CONST
+                and v.producer.op.name != "constant"):
+            arr = ctx.static(v)
+            if arr is not None and arr.dtype != object and arr.size <= EAGER_FOLD_LIMIT:
+                c = b.const(np.asarray(arr).astype(np_dtype(v.dtype), copy=False), v.dtype)
+                ctx._kind[id(c)] = CONST
+                ctx._known[id(c)] = ctx._known[id(v)]
+                v = c
+        out.append(v)
+    return out
+
+
 def describe(node):
     """How error messages name an ONNX node."""
     if node.name:
@@ -532,7 +570,7 @@ def _import_node(ctx, node, fn):
         b.source = None
     if isinstance(outs, Value) or outs is None:
         outs = [outs]
-    outs = list(outs)
+    outs = _fold_new(ctx, node, start, list(outs))
     new = {id(o) for n in b.nodes[start:] for o in n.outputs}
     for i, name in enumerate(node.output):
         if not name:

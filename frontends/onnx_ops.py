@@ -454,8 +454,8 @@ def _einsum(ctx, node):
 
 
 def einsum(b, node, equation, operands):
-    """Einsum through transpose/reshape/matmul/reduce_sum (no repeated labels
-    within one operand)."""
+    """Einsum through transpose/reshape/matmul/reduce_sum; a label repeated
+    within one operand (a diagonal) is taken with an identity mask first."""
     eq = equation.replace(" ", "")
     lhs, arrow, rhs = eq.partition("->")
     terms = lhs.split(",")
@@ -476,9 +476,14 @@ def einsum(b, node, equation, operands):
         lab = labels(t, v.rank)
         if len(lab) != v.rank:
             _unsup(node, f"operand {t!r} of {equation!r} does not match rank {v.rank}")
-        if len(set(lab)) != len(lab):
-            _unsup(node, f"einsum {equation!r}: repeated labels in one operand (diagonals) "
-                         "are not supported")
+        while len(set(lab)) != len(lab):          # a repeated label: take the diagonal
+            rep = next(l_ for l_ in lab if lab.count(l_) > 1)
+            p = lab.index(rep)
+            q = lab.index(rep, p + 1)
+            n = _static_dim(node, v.shape[p], f"einsum diagonal {rep!r}")
+            eye = np.eye(n).reshape([n if i in (p, q) else 1 for i in range(v.rank)])
+            v = b.reduce_sum(b.mul(v, b.const(eye, v.dtype)), axes=(q,), keepdims=False)
+            lab = lab[:q] + lab[q + 1:]
         ops.append((v, lab))
     if arrow:
         out = labels(rhs)
@@ -546,28 +551,54 @@ def _reduce_axes(ctx, node, attr_until):
     return tuple(axes) if axes is not None else None
 
 
-def _reduction(build, attr_until=18):
+def _reduction(build, attr_until=18, empty=None):
+    """Reduce* handler. `empty(dtype)` is the value of a reduction over no
+    elements where the IR kernel would have none (max, min, logsumexp)."""
     def handler(ctx, node):
+        b = ctx.b
         x = ctx.value(node, 0)
         axes = _reduce_axes(ctx, node, attr_until)
         keep = bool(ctx.attr(node, "keepdims", 1))
         if axes == ():
-            return build(ctx.b, x, (), keep, identity=True)
-        return build(ctx.b, x, axes, keep, identity=False)
+            return build(b, x, (), keep, identity=True)
+        if empty is not None:
+            red = range(x.rank) if axes is None else [norm_axis(a, x.rank) for a in axes]
+            if any(x.shape[a] == 0 for a in red):
+                from irtool.ir.ops.infer import reduce_shape
+                shape = reduce_shape(x.shape, {"axes": axes, "keepdims": keep})
+                return b.full(shape=shape, value=empty(x.dtype), dtype=x.dtype)
+        return build(b, x, axes, keep, identity=False)
     return handler
+
+
+def _lowest(dtype):
+    from irtool.ir.dtypes import np_dtype
+    if dtype == "bool":
+        return False
+    return -np.inf if is_float(dtype) else np.iinfo(np_dtype(dtype)).min.item()
+
+
+def _highest(dtype):
+    from irtool.ir.dtypes import np_dtype
+    if dtype == "bool":
+        return True
+    return np.inf if is_float(dtype) else np.iinfo(np_dtype(dtype)).max.item()
 
 
 def _simple_reduce(ir_name):
     def build(b, x, axes, keep, identity):
         if identity:
             return x
+        if x.dtype == "bool":        # any/all through uint8
+            out = getattr(b, ir_name)(b.cast(x, dtype="uint8"), axes=axes, keepdims=keep)
+            return b.cast(out, dtype="bool")
         return getattr(b, ir_name)(x, axes=axes, keepdims=keep)
     return build
 
 
 OPS["ReduceSum"] = _reduction(_simple_reduce("reduce_sum"), attr_until=13)
-OPS["ReduceMax"] = _reduction(_simple_reduce("reduce_max"))
-OPS["ReduceMin"] = _reduction(_simple_reduce("reduce_min"))
+OPS["ReduceMax"] = _reduction(_simple_reduce("reduce_max"), empty=_lowest)
+OPS["ReduceMin"] = _reduction(_simple_reduce("reduce_min"), empty=_highest)
 OPS["ReduceProd"] = _reduction(_simple_reduce("reduce_prod"))
 
 
@@ -620,7 +651,7 @@ OPS["ReduceL1"] = _reduction(_l1_build)
 OPS["ReduceL2"] = _reduction(_l2_build)
 OPS["ReduceSumSquare"] = _reduction(_sum_square_build)
 OPS["ReduceLogSum"] = _reduction(_log_sum_build)
-OPS["ReduceLogSumExp"] = _reduction(_log_sum_exp_build)
+OPS["ReduceLogSumExp"] = _reduction(_log_sum_exp_build, empty=lambda dtype: -np.inf)
 
 
 def _arg(ir_name):
@@ -779,14 +810,38 @@ def _pad(ctx, node):
                 a = norm_axis(a, x.rank)
                 full[a], full[x.rank + a] = pads[j], pads[len(axes) + j]
             pads = full
+    if mode == "wrap":
+        return _wrap_pad(b, node, x, tuple(int(p) for p in pads))
     if mode not in ("constant", "reflect", "edge"):
-        _unsup(node, f"Pad mode {mode!r} is not supported (constant, reflect, edge)")
+        _unsup(node, f"Pad mode {mode!r} is not supported (constant, reflect, edge, wrap)")
     if isinstance(value, float) and is_int(x.dtype):
         value = int(value)
     if x.dtype == "bool":
         value = bool(value)
     return b.pad(x, pads=tuple(int(p) for p in pads), mode=mode,
                  value=value if mode == "constant" else None)
+
+
+def _wrap_pad(b, node, x, pads):
+    r = x.rank
+    crop = tuple(min(p, 0) for p in pads)
+    if any(crop):
+        x = b.pad(x, pads=crop)
+    for a in range(r):
+        lo, hi = max(pads[a], 0), max(pads[r + a], 0)
+        if not lo and not hi:
+            continue
+        n = _static_dim(node, x.shape[a], "wrap padding")
+        if lo > n or hi > n:
+            _unsup(node, f"wrap padding by more than the axis size ({n})")
+        parts = []
+        if lo:
+            parts.append(b.slice(x, starts=(n - lo,), ends=(n,), axes=(a,)))
+        parts.append(x)
+        if hi:
+            parts.append(b.slice(x, starts=(0,), ends=(hi,), axes=(a,)))
+        x = b.concat(parts, axis=a)
+    return x
 
 
 @op("Gather")
@@ -963,7 +1018,10 @@ def _space_to_depth(ctx, node):
     h2 = _static_dim(node, h, "SpaceToDepth height") // bs
     w2 = _static_dim(node, w, "SpaceToDepth width") // bs
     t = b.reshape(x, shape=(n, c, h2, bs, w2, bs))
-    t = b.transpose(t, perm=(0, 3, 5, 1, 2, 4))
+    if ctx.attr(node, "mode", "DCR") == "CRD":
+        t = b.transpose(t, perm=(0, 1, 3, 5, 2, 4))
+    else:
+        t = b.transpose(t, perm=(0, 3, 5, 1, 2, 4))
     return b.reshape(t, shape=(n, mul_dims(c, bs * bs), h2, w2))
 
 
@@ -1084,3 +1142,374 @@ def _global_avg(ctx, node):
 def _global_max(ctx, node):
     x = ctx.value(node, 0)
     return ctx.b.reduce_max(x, axes=tuple(range(2, x.rank)), keepdims=True)
+
+
+# -- convolution and pooling ----------------------------------------------------------
+
+def _spatial(node, x, what):
+    if not 3 <= x.rank <= 5:
+        _unsup(node, f"{what} needs (N, C, *spatial) with 1 to 3 spatial dims, got {x.type}")
+    return tuple(_static_dim(node, d, f"{what}'s spatial dims") for d in x.shape[2:])
+
+
+def _auto_pads(ctx, node, sizes, kernel, strides, dilations):
+    """Explicit (begins..., ends...) pads for the node's auto_pad/pads attrs."""
+    nd = len(sizes)
+    auto = ctx.attr(node, "auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        pads = ctx.attr(node, "pads")
+        return tuple(pads) if pads is not None else (0,) * (2 * nd)
+    if auto == "VALID":
+        return (0,) * (2 * nd)
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        _unsup(node, f"auto_pad {auto!r} is not supported")
+    begins, ends = [], []
+    for n, k, s, d in zip(sizes, kernel, strides, dilations):
+        out = -(-n // s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+        small, big = total // 2, total - total // 2
+        begins.append(small if auto == "SAME_UPPER" else big)
+        ends.append(big if auto == "SAME_UPPER" else small)
+    return tuple(begins + ends)
+
+
+@op("Conv")
+def _conv(ctx, node):
+    x, w, bias = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    sizes = _spatial(node, x, "Conv")
+    nd = len(sizes)
+    kernel = tuple(_static_dim(node, d, "Conv kernel") for d in w.shape[2:])
+    strides = tuple(ctx.attr(node, "strides", (1,) * nd))
+    dilations = tuple(ctx.attr(node, "dilations", (1,) * nd))
+    pads = _auto_pads(ctx, node, sizes, kernel, strides, dilations)
+    args = [x, w] + ([bias] if bias is not None else [])
+    return ctx.b.conv(*args, strides=strides, pads=pads, dilations=dilations,
+                      groups=ctx.attr(node, "group", 1))
+
+
+@op("ConvTranspose")
+def _conv_transpose(ctx, node):
+    x, w, bias = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    sizes = _spatial(node, x, "ConvTranspose")
+    nd = len(sizes)
+    kernel = tuple(_static_dim(node, d, "ConvTranspose kernel") for d in w.shape[2:])
+    strides = tuple(ctx.attr(node, "strides", (1,) * nd))
+    dilations = tuple(ctx.attr(node, "dilations", (1,) * nd))
+    outpad = list(ctx.attr(node, "output_padding", (0,) * nd))
+    auto = ctx.attr(node, "auto_pad", "NOTSET")
+    out_shape = ctx.attr(node, "output_shape")
+    pads = ctx.attr(node, "pads")
+    if out_shape is not None or (auto in ("SAME_UPPER", "SAME_LOWER") and pads is None):
+        if out_shape is None:
+            out_shape = tuple(n * s for n, s in zip(sizes, strides))
+        out_shape = tuple(out_shape)[-nd:]
+        begins, ends = [], []
+        for a in range(nd):
+            total = (strides[a] * (sizes[a] - 1) + outpad[a] + (kernel[a] - 1) * dilations[a] + 1
+                     - out_shape[a])
+            if total < 0:                  # output larger than the full result: grow output_padding
+                outpad[a] -= total
+                total = 0
+            small, big = total // 2, total - total // 2
+            begins.append(small if auto == "SAME_UPPER" else big)
+            ends.append(big if auto == "SAME_UPPER" else small)
+        pads = tuple(begins + ends)
+    elif pads is None or auto == "VALID":
+        pads = (0,) * (2 * nd)
+    args = [x, w] + ([bias] if bias is not None else [])
+    return ctx.b.conv_transpose(*args, strides=strides, pads=tuple(pads), dilations=dilations,
+                                groups=ctx.attr(node, "group", 1), output_padding=tuple(outpad))
+
+
+def _pool_attrs(ctx, node, x, what):
+    sizes = _spatial(node, x, what)
+    nd = len(sizes)
+    kernel = tuple(ctx.attr(node, "kernel_shape"))
+    strides = tuple(ctx.attr(node, "strides", (1,) * nd))
+    dilations = tuple(ctx.attr(node, "dilations", (1,) * nd))
+    pads = _auto_pads(ctx, node, sizes, kernel, strides, dilations)
+    return kernel, strides, pads, dilations
+
+
+def _float_io(b, x, fn):
+    """Run fn on a float view of x (integer pooling), casting back."""
+    if is_float(x.dtype):
+        return fn(x)
+    return b.cast(fn(b.cast(x, dtype="float64" if x.dtype in ("int32", "int64") else "float32")),
+                  dtype=x.dtype)
+
+
+@op("MaxPool")
+def _max_pool(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    if len(node.output) > 1 and node.output[1]:
+        _unsup(node, "MaxPool's Indices output is not supported")
+    kernel, strides, pads, dilations = _pool_attrs(ctx, node, x, "MaxPool")
+    return _float_io(b, x, lambda v: b.max_pool(v, kernel=kernel, strides=strides, pads=pads,
+                                                dilations=dilations,
+                                                ceil_mode=bool(ctx.attr(node, "ceil_mode", 0))))
+
+
+@op("AveragePool")
+def _avg_pool(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    kernel, strides, pads, dilations = _pool_attrs(ctx, node, x, "AveragePool")
+    ceil_mode = bool(ctx.attr(node, "ceil_mode", 0))
+    include = bool(ctx.attr(node, "count_include_pad", 0))
+    if any(d != 1 for d in dilations):
+        return _float_io(b, x, lambda v: _dilated_avg_pool(b, v, kernel, strides, pads, dilations,
+                                                           ceil_mode, include))
+    return _float_io(b, x, lambda v: b.avg_pool(
+        v, kernel=kernel, strides=strides, pads=pads, ceil_mode=bool(ctx.attr(node, "ceil_mode", 0)),
+        count_include_pad=bool(ctx.attr(node, "count_include_pad", 0))))
+
+
+def _dilated_avg_pool(b, x, kernel, strides, pads, dilations, ceil_mode, include_pad):
+    """Average pooling with dilations: window sums by a ones-kernel conv on
+    (N*C, 1, *S), divided by each window's element count (torch rules: the
+    padding counts when include_pad, windows past the padded end never)."""
+    from irtool.ir.ops.conv import pool_out
+    sizes = x.shape[2:]
+    nd = len(sizes)
+    extra = []
+    for a in range(nd):
+        want = pool_out(sizes[a], kernel[a], strides[a], pads[a], pads[nd + a], dilations[a], ceil_mode)
+        span = (want - 1) * strides[a] + dilations[a] * (kernel[a] - 1) + 1
+        extra.append(max(0, span - (sizes[a] + pads[a] + pads[nd + a])))
+    conv_pads = tuple(pads[:nd]) + tuple(pads[nd + a] + extra[a] for a in range(nd))
+    flat = b.reshape(x, shape=(mul_dims(x.shape[0], x.shape[1]), 1) + tuple(sizes))
+    ones = b.const(np.ones((1, 1) + tuple(kernel)), x.dtype)
+    sums = b.conv(flat, ones, strides=strides, pads=conv_pads, dilations=dilations)
+    mask = np.ones((1, 1) + tuple(sizes))
+    if include_pad:
+        mask = np.pad(mask, [(0, 0), (0, 0)] + [(pads[a], pads[nd + a]) for a in range(nd)], constant_values=1)
+        mpads = [0] * nd + list(extra)
+    else:
+        mpads = list(conv_pads)
+    counts = _np_conv_ones(mask[0, 0], kernel, strides, mpads, dilations)
+    out = b.div(sums, b.const(counts.reshape((1, 1) + counts.shape), x.dtype))
+    return b.reshape(out, shape=x.shape[:2] + out.shape[2:])
+
+
+def _np_conv_ones(mask, kernel, strides, pads, dilations):
+    """Window sums of a small static 0/1 mask (the pooling divisors)."""
+    nd = mask.ndim
+    m = np.pad(mask, [(pads[a], pads[nd + a]) for a in range(nd)])
+    outs = [(m.shape[a] - dilations[a] * (kernel[a] - 1) - 1) // strides[a] + 1 for a in range(nd)]
+    res = np.zeros(outs)
+    for k in np.ndindex(*kernel):
+        sl = tuple(slice(k[a] * dilations[a], k[a] * dilations[a] + (outs[a] - 1) * strides[a] + 1, strides[a])
+                   for a in range(nd))
+        res += m[sl]
+    return res
+
+
+# -- resize ---------------------------------------------------------------------------
+
+def _nearest_coeffs(ratio, mode):
+    if float(ratio).is_integer():
+        return np.array([0.0, 1.0])
+    if mode == "round_prefer_floor":
+        return np.array([ratio <= 0.5, ratio > 0.5], dtype=np.float64)
+    if mode == "round_prefer_ceil":
+        return np.array([ratio < 0.5, ratio >= 0.5], dtype=np.float64)
+    if mode == "floor":
+        return np.array([1.0, 0.0])
+    if mode == "ceil":
+        return np.array([0.0, 1.0])
+    raise UnsupportedError(f"nearest_mode {mode!r}")
+
+
+def _cubic_coeffs(ratio, scale, A, antialias):
+    if antialias:
+        scale = min(scale, 1.0)
+
+        def coeff(x):
+            x = abs(x)
+            if x <= 1:
+                return (A + 2) * x ** 3 - (A + 3) * x ** 2 + 1
+            if x < 2:
+                return A * x ** 3 - 5 * A * x ** 2 + 8 * A * x - 4 * A
+            return 0.0
+        start = int(np.floor(-2 / scale) + 1)
+        c = np.array([coeff(scale * (i - ratio)) for i in range(start, 2 - start)])
+        return c / c.sum()
+    r = ratio
+    return np.array([((A * (r + 1) - 5 * A) * (r + 1) + 8 * A) * (r + 1) - 4 * A,
+                     ((A + 2) * r - (A + 3)) * r * r + 1,
+                     ((A + 2) * (1 - r) - (A + 3)) * (1 - r) * (1 - r) + 1,
+                     ((A * ((1 - r) + 1) - 5 * A) * ((1 - r) + 1) + 8 * A) * ((1 - r) + 1) - 4 * A])
+
+
+def _linear_coeffs(ratio, scale, antialias):
+    if antialias:
+        scale = min(scale, 1.0)
+        start = int(np.floor(-1 / scale) + 1)
+        args = (np.arange(start, 2 - start) - ratio) * scale
+        c = np.clip(1 - np.abs(args), 0, 1)
+        return c / c.sum()
+    return np.array([1 - ratio, ratio])
+
+
+def resize_axis_matrix(n_in, n_out, scale, ctm, mode, nearest_mode="round_prefer_floor", cubic_a=-0.75,
+                       exclude_outside=False, antialias=False, roi=None):
+    """ONNX Resize along one axis as (M (n_out, n_in) float64, extrapolated rows
+    mask or None), following the ONNX reference implementation."""
+    y = np.arange(n_out, dtype=np.float64)
+    out_w = scale * n_in
+    extrap = None
+    if ctm == "align_corners":
+        x = np.zeros(n_out) if out_w == 1 else y * (n_in - 1) / (out_w - 1)
+    elif ctm == "asymmetric":
+        x = y / scale
+    elif ctm == "tf_crop_and_resize":
+        r0, r1 = roi
+        x = np.full(n_out, (r1 - r0) * (n_in - 1) / 2) if out_w == 1 else y * (r1 - r0) * (n_in - 1) / (out_w - 1)
+        x = x + r0 * (n_in - 1)
+        extrap = (x < 0) | (x > n_in - 1)
+    elif ctm == "pytorch_half_pixel":
+        x = np.full(n_out, -0.5) if out_w == 1 else (y + 0.5) / scale - 0.5
+    elif ctm == "half_pixel":
+        x = (y + 0.5) / scale - 0.5
+    elif ctm == "half_pixel_symmetric":
+        offset = n_in / 2 * (1 - n_out / out_w)
+        x = offset + (y + 0.5) / scale - 0.5
+    else:
+        raise UnsupportedError(f"coordinate_transformation_mode {ctm!r}")
+    xi = np.floor(x).astype(np.int64)
+    ratios = np.where(x == xi, 1.0, x - xi)
+    if mode == "nearest":
+        coeffs = np.stack([_nearest_coeffs(r, nearest_mode) for r in ratios])
+    elif mode == "linear":
+        coeffs = np.stack([_linear_coeffs(r, scale, antialias) for r in ratios])
+    elif mode == "cubic":
+        coeffs = np.stack([_cubic_coeffs(r, scale, cubic_a, antialias) for r in ratios])
+    else:
+        raise UnsupportedError(f"Resize mode {mode!r}")
+    n = coeffs.shape[1]
+    pad = int(np.ceil(n / 2))
+    xp = x + pad
+    pp = np.floor(xp).astype(np.int64)
+    frac = xp - pp
+    if n % 2 == 0:
+        off = np.where(frac == 0, -(n // 2), -(n // 2) + 1)
+    else:
+        base = -((n - 1) // 2)
+        off = np.where(frac <= 0.5, base, base + 1)
+    idx = (pp + off)[:, None] + np.arange(n)[None, :] - pad
+    if exclude_outside:
+        coeffs = np.where((idx < 0) | (idx >= n_in), 0.0, coeffs)
+        s = coeffs.sum(axis=1, keepdims=True)
+        coeffs = coeffs / np.where(s == 0, 1.0, s)
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.repeat(np.arange(n_out), n), np.clip(idx, 0, n_in - 1).reshape(-1)), coeffs.reshape(-1))
+    if extrap is not None:
+        m[extrap] = 0.0
+        if not extrap.any():
+            extrap = None
+    return m, extrap
+
+
+def _contract_axis(b, t, axis, mat):
+    """Contract axis of t with constant mat (n_out, n_in)."""
+    last = t.rank - 1
+    m = b.const(np.ascontiguousarray(mat.T), t.dtype)
+    if axis == last:
+        return b.matmul(t, m)
+    perm = list(range(t.rank))
+    perm[axis], perm[last] = last, axis
+    return b.transpose(b.matmul(b.transpose(t, perm=tuple(perm)), m), perm=tuple(perm))
+
+
+def _resize_inputs(ctx, node, x):
+    """(scales list or None, sizes list, roi list or None) over all axes."""
+    r = x.rank
+    shape = [_static_dim(node, d, "Resize") for d in x.shape]
+    if node.op_type == "Upsample" or ctx.opset < 11:
+        scales = ctx.attr(node, "scales") if ctx.opset < 9 else \
+            [float(s) for s in np.asarray(ctx.const_input(node, 1, "scales")).reshape(-1)]
+        return list(scales), [int(np.floor(s * n)) for s, n in zip(scales, shape)], None, list(range(r))
+    axes = ctx.attr(node, "axes")
+    axes = list(range(r)) if axes is None else [norm_axis(a, r) for a in axes]
+    roi = ctx.const_input(node, 1, "roi") if len(node.input) > 1 and node.input[1] else None
+    roi = None if roi is None or np.asarray(roi).size == 0 else [float(v) for v in np.asarray(roi).reshape(-1)]
+    scales = ctx.const_input(node, 2, "scales") if len(node.input) > 2 and node.input[2] else None
+    scales = None if scales is None or np.asarray(scales).size == 0 else \
+        [float(v) for v in np.asarray(scales).reshape(-1)]
+    sizes = _static_ints(ctx, node, 3, "sizes") if len(node.input) > 3 and node.input[3] else None
+    full_scales = [1.0] * r
+    full_sizes = list(shape)
+    full_roi = [0.0] * r + [1.0] * r
+    if roi is not None:
+        for i, a in enumerate(axes):
+            full_roi[a], full_roi[r + a] = roi[i], roi[len(axes) + i]
+    if sizes is not None:
+        for i, a in enumerate(axes):
+            full_sizes[a] = sizes[i]
+        full_scales = [o / n for o, n in zip(full_sizes, shape)]
+        policy = ctx.attr(node, "keep_aspect_ratio_policy", "stretch")
+        if policy != "stretch":
+            pick = min if policy == "not_larger" else max
+            s = pick(full_scales[a] for a in axes)
+            full_scales = [s if a in axes else 1.0 for a in range(r)]
+            full_sizes = [int(s * shape[a] + 0.5) if a in axes else shape[a] for a in range(r)]
+    elif scales is not None:
+        for i, a in enumerate(axes):
+            full_scales[a] = scales[i]
+        full_sizes = [int(s * n) for s, n in zip(full_scales, shape)]
+    else:
+        _unsup(node, "Resize needs scales or sizes")
+    return full_scales, full_sizes, full_roi, axes
+
+
+@op("Resize", "Upsample")
+def _resize(ctx, node):
+    from irtool.ir.ops.conv import resize_matrix
+    b = ctx.b
+    x = ctx.value(node, 0)
+    scales, sizes, roi, axes = _resize_inputs(ctx, node, x)
+    mode = ctx.attr(node, "mode", "nearest")
+    if mode in ("bilinear", "trilinear"):
+        mode = "linear"
+    if node.op_type == "Upsample" or ctx.opset < 11:
+        ctm, nearest_mode = "asymmetric", "floor"
+        if mode == "linear" and node.op_type == "Resize":
+            ctm = "asymmetric"
+    else:
+        ctm = ctx.attr(node, "coordinate_transformation_mode", "half_pixel")
+        nearest_mode = ctx.attr(node, "nearest_mode", "round_prefer_floor")
+    kw = dict(nearest_mode=nearest_mode, cubic_a=ctx.attr(node, "cubic_coeff_a", -0.75),
+              exclude_outside=bool(ctx.attr(node, "exclude_outside", 0)),
+              antialias=bool(ctx.attr(node, "antialias", 0)))
+    mats = {}
+    for a in range(x.rank):
+        n = x.shape[a]
+        identity = scales[a] == 1.0 and sizes[a] == n and (roi is None or (roi[a], roi[x.rank + a]) == (0.0, 1.0))
+        if identity:
+            continue
+        mats[a] = resize_axis_matrix(n, sizes[a], scales[a], ctm, mode,
+                                     roi=None if roi is None else (roi[a], roi[x.rank + a]), **kw)
+    if not mats:
+        return x
+    # the IR's resize (F.interpolate) when it computes the same thing
+    if (3 <= x.rank <= 5 and min(mats) >= 2 and is_float(x.dtype) and mode in ("nearest", "linear")
+            and all(e is None for _, e in mats.values())):
+        for align in ((False,) if mode == "nearest" else (False, True)):
+            if all(np.allclose(m, resize_matrix(x.shape[a], sizes[a], mode, align).T, atol=1e-9)
+                   for a, (m, _) in mats.items()):
+                return b.resize(x, size=tuple(sizes[2:]), mode=mode, align_corners=align or None)
+    y = x
+    for a, (m, extrap) in mats.items():
+        if mode == "nearest":
+            idx = np.argmax(m, axis=1).astype(np.int64)
+            y = b.gather(y, b.const(idx, "int64"), axis=a)
+            continue
+        if not is_float(x.dtype):
+            _unsup(node, f"{mode} Resize of {x.dtype} input is not supported")
+        y = _contract_axis(b, y, a, m)
+        if extrap is not None:
+            fill = np.where(extrap, ctx.attr(node, "extrapolation_value", 0.0), 0.0)
+            y = b.add(y, b.const(fill.reshape([-1 if i == a else 1 for i in range(x.rank)]), x.dtype))
+    return y

@@ -10,7 +10,7 @@ differentiated through their decomposition.
 """
 import numpy as np
 
-from irtool.errors import AutodiffError
+from irtool.errors import AutodiffError, GraphError
 from irtool.ir.builder import Builder
 from irtool.ir.dtypes import is_float
 from irtool.ir.graph import Value
@@ -91,8 +91,14 @@ def _resolve(graph, vmap, wrt):
     if wrt is None:
         return [vmap[v] for v in graph.trainable()]
     out = []
+    if isinstance(wrt, (str, Value)):
+        wrt = [wrt]
     for w in wrt:
-        v = graph.value(w) if isinstance(w, str) else w
+        try:
+            v = graph.value(w) if isinstance(w, str) else w
+        except GraphError:
+            raise AutodiffError(f"wrt entry {w!r} is not a value of the graph; inputs are "
+                                f"{[i.name for i in graph.inputs]}, params {list(graph.params)}") from None
         if not isinstance(v, Value) or v not in vmap:
             raise AutodiffError(f"wrt entry {w!r} is not an input or param of the graph")
         if not is_float(v.dtype):
@@ -105,14 +111,13 @@ def _zeros_like(b, x):
     return b.expand(b.const(0, x.dtype), shape=x.shape)
 
 
-def _name_grads(b, grads, targets):
-    """Give gradient outputs the names users look for: grad_<target>."""
+def _name_grads(b, grads, targets, forward):
+    """Give gradient outputs the names users look for: grad_<target>.
+    Values of the forward pass (`forward` holds their nodes) keep their names."""
     named = []
     for t, g in zip(targets, grads):
-        want = f"grad_{t.name}"
-        if g.producer is not None and g not in named and want not in b._names:
-            b._names.discard(g.name)
-            g.name = b._claim(want)
+        if g.producer is not None and g.producer not in forward and g not in named:
+            b.rename(g, f"grad_{t.name}")
         named.append(g)
     return named
 
@@ -128,12 +133,14 @@ def grad(graph, wrt=None):
     vmap = b.copy_graph(graph)
     targets = _resolve(graph, vmap, wrt)
     if not targets:
-        raise AutodiffError("nothing to differentiate: the graph has no trainable params; pass wrt=")
+        raise AutodiffError("nothing to differentiate: " + ("wrt is empty" if wrt is not None else
+                            "the graph has no trainable params; pass wrt="))
     new_loss = vmap[loss]
+    forward = set(b.nodes)
     seed = b.const(np.ones(loss.shape), loss.dtype)
     got = backprop(b, [new_loss], [seed], targets, list(b.nodes))
     grads = [got.get(t) or _zeros_like(b, t) for t in targets]
-    return prune(b.build([new_loss] + _name_grads(b, grads, targets)))
+    return prune(b.build([new_loss] + _name_grads(b, grads, targets, forward)))
 
 
 def vjp(graph, wrt=None):
@@ -143,8 +150,9 @@ def vjp(graph, wrt=None):
     vmap = b.copy_graph(graph)
     targets = _resolve(graph, vmap, wrt)
     outs = [vmap[o] for o in graph.outputs]
+    forward = set(b.nodes)
     cots = [b.input(f"cotangent_{o.name}", o.dtype, o.shape) for o in graph.outputs]
     pairs = [(o, c) for o, c in zip(outs, cots) if is_float(o.dtype)]
     got = backprop(b, [o for o, _ in pairs], [c for _, c in pairs], targets, list(b.nodes))
     grads = [got.get(t) or _zeros_like(b, t) for t in targets]
-    return prune(b.build(outs + _name_grads(b, grads, targets)))
+    return prune(b.build(outs + _name_grads(b, grads, targets, forward)))

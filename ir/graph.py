@@ -68,7 +68,7 @@ class Attrs(dict):
     def _blocked(self, *a, **k):
         raise GraphError("node attributes are immutable; build a new node instead")
 
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _blocked
+    __setitem__ = __delitem__ = __ior__ = update = pop = popitem = clear = setdefault = _blocked
 
     def key(self):
         return tuple(sorted((k, _hash_key(v)) for k, v in self.items()))
@@ -126,6 +126,7 @@ class Graph:
         self.params = dict(params)          # name -> Param
         self.nodes = list(nodes)
         self.name = name
+        self.version = 0                    # bumped by every mutation (runtime caches check it)
 
     # -- queries ---------------------------------------------------------
     def values(self):
@@ -159,24 +160,55 @@ class Graph:
 
     # -- mutation --------------------------------------------------------
     def replace_all_uses_with(self, old, new):
+        """Make every user of `old` use `new` instead (graph outputs too).
+        Uses by nodes that `new` itself is computed from are left alone, so
+        `new = f(old)` can take old's place without creating a cycle."""
         if old.type != new.type:
             raise GraphError(f"cannot replace {old!r} with {new!r}: types differ")
+        if old is new:
+            return
+        upstream = _ancestors(new)
         for node, i in list(old.uses):
+            if node in upstream:
+                continue
             node.inputs = node.inputs[:i] + (new,) + node.inputs[i + 1:]
             new.uses.append((node, i))
-        old.uses.clear()
+            old.uses.remove((node, i))
         self.outputs = [new if o is old else o for o in self.outputs]
+        self.version += 1
 
     def insert_before(self, anchor, node):
+        """Insert `node` before `anchor` (None: at the end)."""
+        if any(n is node for n in self.nodes):
+            raise GraphError(f"{node!r} is already in the graph")
+        if anchor is not None and not any(n is anchor for n in self.nodes):
+            raise GraphError(f"anchor {anchor!r} is not a node of this graph")
         self.nodes.insert(self.nodes.index(anchor) if anchor is not None else len(self.nodes), node)
+        self.version += 1
 
     def remove(self, node):
+        """Remove a node whose outputs are unused; its inputs lose the use."""
+        if not any(n is node for n in self.nodes):
+            raise GraphError(f"cannot remove {node!r}: it is not a node of this graph")
         for o in node.outputs:
             if o.uses or any(o is g for g in self.outputs):
                 raise GraphError(f"cannot remove {node!r}: {o.name} is still used")
         for i, v in enumerate(node.inputs):
-            v.uses.remove((node, i))
+            if (node, i) in v.uses:
+                v.uses.remove((node, i))
         self.nodes.remove(node)
+        self.version += 1
+
+
+def _ancestors(v):
+    """Nodes that value v is computed from (its producer included)."""
+    seen, todo = set(), [v]
+    while todo:
+        n = todo.pop().producer
+        if n is not None and n not in seen:
+            seen.add(n)
+            todo.extend(n.inputs)
+    return seen
 
 
 def verify(graph):

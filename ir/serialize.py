@@ -1,25 +1,28 @@
 """The .irz file: a graph as JSON plus raw tensor bytes. No pickle, ever.
 
-Layout: MAGIC (8 bytes) | header length (8 bytes, little endian) | header
-JSON (utf-8) | tensor data. The header lists every tensor's dtype, shape,
-offset and length and the SHA-256 of the data section, so truncation and
-tampering are caught before anything is built. Loading replays every node
-through the Builder, so shapes and dtypes are re-derived, not trusted.
+Layout: MAGIC (8 bytes) | header length (8 bytes, little endian) | SHA-256
+of the header (32 bytes) | header JSON (utf-8) | tensor data. The header
+lists every tensor's dtype, shape, offset and length and the SHA-256 of the
+data section, so truncation and tampering anywhere are caught before
+anything is built. Loading replays every node through the Builder, so
+shapes and dtypes are re-derived, not trusted. Every failure to load is a
+FileFormatError.
 """
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
 
 import numpy as np
 
-from irtool.errors import FileFormatError, IRToolError
+from irtool.errors import ExportError, FileFormatError, IRToolError
 from irtool.ir.builder import Builder
 from irtool.ir.dtypes import DTYPES, np_dtype
 from irtool.ir.opdef import REGISTRY
 
-MAGIC = b"IRZ\x00v001"
+MAGIC = b"IRZ\x00v002"          # v002: the header has its own checksum
 MAX_HEADER = 256 << 20
 
 
@@ -50,8 +53,14 @@ def _decode_attr(v, arrays):
     return v
 
 
+def _name(x):
+    if not isinstance(x, str) or not x:
+        raise FileFormatError(f"bad name {x!r} (names are non-empty strings)")
+    return x
+
+
 def _index(i, n):
-    if not isinstance(i, int) or not 0 <= i < n:
+    if type(i) is not int or not 0 <= i < n:
         raise FileFormatError(f"tensor index {i!r} out of range")
     return i
 
@@ -81,8 +90,8 @@ def to_bytes(graph):
         "params": params, "nodes": nodes, "outputs": [v.name for v in graph.outputs],
         "tensors": entries, "data_sha256": hashlib.sha256(blob).hexdigest(),
     }
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    return MAGIC + struct.pack("<Q", len(hb)) + hb + blob
+    hb = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    return MAGIC + struct.pack("<Q", len(hb)) + hashlib.sha256(hb).digest() + hb + blob
 
 
 def _dtype_name(dt):
@@ -97,20 +106,41 @@ def from_bytes(data, source="<bytes>"):
         raise FileFormatError(f"{source}: {e}") from None
     except IRToolError as e:
         raise FileFormatError(f"{source}: invalid graph: {e}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except RecursionError:
+        raise FileFormatError(f"{source}: malformed .irz header (nested too deeply)") from None
+    except Exception as e:  # noqa: BLE001 - a loader reports bad files as FileFormatError, always
         raise FileFormatError(f"{source}: malformed .irz header ({type(e).__name__}: {e})") from None
 
 
+_PREFIX = len(MAGIC) + 8 + 32      # magic, header length, header SHA-256
+
+
 def _from_bytes(data):
-    if len(data) < 16 or bytes(data[:8]) != MAGIC:
+    if len(data) == 0:
+        raise FileFormatError("file is empty")
+    head = bytes(data[:len(MAGIC)])
+    if head != MAGIC:
+        if len(head) < len(MAGIC) and MAGIC.startswith(head):
+            raise FileFormatError(f"truncated .irz file ({len(data)} bytes)")
+        if head[:4] == MAGIC[:4]:
+            raise FileFormatError(f"unsupported .irz version {head[4:]!r}; this irtool reads "
+                                  f"{MAGIC[4:].decode()}")
         raise FileFormatError("not an .irz file (bad magic bytes)")
+    if len(data) < _PREFIX:
+        raise FileFormatError(f"truncated .irz file ({len(data)} bytes, shorter than its fixed prefix)")
     (hlen,) = struct.unpack("<Q", data[8:16])
-    if hlen > MAX_HEADER or 16 + hlen > len(data):
-        raise FileFormatError("truncated .irz file (header runs past the end)")
-    header = json.loads(bytes(data[16:16 + hlen]))
+    if hlen > MAX_HEADER:
+        raise FileFormatError(f"header length {hlen} exceeds the {MAX_HEADER}-byte limit (corrupted file)")
+    if _PREFIX + hlen > len(data):
+        raise FileFormatError(f"truncated .irz file (header of {hlen} bytes runs past the end "
+                              f"of the {len(data)}-byte file)")
+    hb = bytes(data[_PREFIX:_PREFIX + hlen])
+    if hashlib.sha256(hb).digest() != bytes(data[16:_PREFIX]):
+        raise FileFormatError("header is corrupted (checksum mismatch)")
+    header = json.loads(hb)
     if not isinstance(header, dict) or header.get("format") != "irz" or header.get("version") != 1:
         raise FileFormatError("unsupported .irz header version")
-    blob = data[16 + hlen:]
+    blob = data[_PREFIX + hlen:]
     if hashlib.sha256(blob).hexdigest() != header["data_sha256"]:
         raise FileFormatError("tensor data is truncated or corrupted (checksum mismatch)")
     arrays = []
@@ -118,25 +148,28 @@ def _from_bytes(data):
         if e["dtype"] not in DTYPES:
             raise FileFormatError(f"unknown dtype {e['dtype']!r}")
         shape = tuple(e["shape"])
-        if not all(isinstance(d, int) and 0 <= d for d in shape):
+        if not all(type(d) is int and 0 <= d for d in shape):
             raise FileFormatError(f"bad tensor shape {e['shape']!r}")
         dt = np_dtype(e["dtype"])
         off, nb = e["offset"], e["nbytes"]
-        if not (isinstance(off, int) and isinstance(nb, int) and 0 <= off and off + nb <= len(blob)):
-            raise FileFormatError("tensor offset/length past the end of the data")
-        if nb != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+        if not (type(off) is int and type(nb) is int and 0 <= off and 0 <= nb and off + nb <= len(blob)):
+            raise FileFormatError(f"tensor offset/length ({off!r}, {nb!r}) past the end of the "
+                                  f"{len(blob)}-byte data section")
+        if nb != math.prod(shape) * dt.itemsize:
             raise FileFormatError(f"tensor of shape {list(shape)} claims {nb} bytes")
         arrays.append(np.frombuffer(blob[off:off + nb], dtype=dt).reshape(shape).copy())
-    b = Builder(str(header.get("name", "graph")))
+    b = Builder(_name(header.get("name", "graph")))
     values = {}
     for i in header["inputs"]:
-        values[i["name"]] = b.input(i["name"], i["dtype"], tuple(i["shape"]))
+        values[i["name"]] = b.input(_name(i["name"]), i["dtype"], tuple(i["shape"]))
     for p in header["params"]:
-        values[p["name"]] = b.param(p["name"], arrays[_index(p["tensor"], len(arrays))],
-                                    bool(p["trainable"]))
+        if not isinstance(p["trainable"], bool):
+            raise FileFormatError(f"param {p['name']!r}: trainable must be true or false")
+        values[p["name"]] = b.param(_name(p["name"]), arrays[_index(p["tensor"], len(arrays))],
+                                    p["trainable"])
     for n in header["nodes"]:
-        if n["op"] not in REGISTRY:
-            raise FileFormatError(f"unknown op {n['op']!r}")
+        if not isinstance(n["op"], str) or n["op"] not in REGISTRY:
+            raise FileFormatError(f"unknown op {n['op']!r} (not in this irtool's op registry)")
         try:
             ins = [values[v] for v in n["inputs"]]
         except KeyError as e:
@@ -147,8 +180,8 @@ def _from_bytes(data):
         if len(outs) != len(n["outputs"]):
             raise FileFormatError(f"node {n['op']} lists {len(n['outputs'])} outputs, op has {len(outs)}")
         for v, name in zip(outs, n["outputs"]):
-            b._names.discard(v.name)
-            v.name = b._claim(name)
+            if not b.rename(v, _name(name)):
+                raise FileFormatError(f"value name {name!r} is defined twice")
             values[name] = v
     try:
         outputs = [values[o] for o in header["outputs"]]
@@ -158,9 +191,13 @@ def _from_bytes(data):
 
 
 def save(graph, path):
-    """Write graph to `path` atomically (temp file in the same folder + rename)."""
+    """Write graph to `path` atomically (temp file in the same folder + rename):
+    on any failure an existing file at `path` is left as it was."""
     data = to_bytes(graph)
-    atomic_write(path, data)
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        raise ExportError(f"cannot write {os.fspath(path)}: {e.strerror or e}") from None
 
 
 def atomic_write(path, data):

@@ -8,11 +8,25 @@ reason about (a sum after concat, say) becomes an opaque string such as
 "(a+b)"; rules treat it as a name.
 """
 import re
-from math import prod
 
 from irtool.errors import IRTypeError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$|^\(.*\)$")
+
+
+def _split(d, sep):
+    """Split d on `sep` outside parentheses: "2*(a*b+c)" -> ["2", "(a*b+c)"]."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(d):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(d[start:i])
+            start = i + 1
+    parts.append(d[start:])
+    return parts
 
 
 def _monomial(d):
@@ -20,7 +34,7 @@ def _monomial(d):
     if isinstance(d, int):
         return d, ()
     coef, names = 1, []
-    for part in d.split("*"):
+    for part in _split(d, "*"):
         if part.isdigit():
             coef *= int(part)
         else:
@@ -43,9 +57,13 @@ def check_shape(shape):
         dims = tuple(shape)
     except TypeError:
         raise IRTypeError(f"shape must be a sequence of ints or names, got {shape!r}") from None
+    if isinstance(shape, str):
+        raise IRTypeError(f"shape must be a sequence of ints or names, got the string {shape!r}")
     out = []
     for d in dims:
-        if isinstance(d, (bool,)) or not isinstance(d, (int, str)):
+        if isinstance(d, bool):
+            raise IRTypeError(f"bad dim {d!r} in shape {shape!r}")
+        if not isinstance(d, (int, str)):
             if hasattr(d, "__index__"):
                 d = int(d)
             else:
@@ -64,9 +82,18 @@ def canon(d):
         return d
     if d.isdigit():
         return int(d)
-    if not all(_NAME.match(p) or p.isdigit() for p in d.split("*")):
+    if not all(_NAME.match(p) and _balanced(p) or p.isdigit() for p in _split(d, "*")):
         raise IRTypeError(f"bad symbolic dim {d!r}")
     return _from_monomial(*_monomial(d))
+
+
+def _balanced(p):
+    depth = 0
+    for ch in p:
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def mul_dims(*dims):
@@ -82,6 +109,8 @@ def div_dims(a, b):
     """Exact a / b, or None when it cannot be shown to divide."""
     ca, na = _monomial(a)
     cb, nb = _monomial(b)
+    if ca == 0 and cb != 0:
+        return 0
     if cb == 0 or ca % cb:
         return None
     rest = list(na)
@@ -160,7 +189,9 @@ def fmt(shape):
 
 def bind(shape, concrete, env):
     """Match a declared shape against an array's shape, filling env with
-    symbol values. Returns an error string, or None when they agree."""
+    symbol values. Returns an error string, or None when they agree.
+    Derived dims ("4*batch") are checked once their names are bound; call
+    `check_bound` after binding every input to check the rest."""
     if len(shape) != len(concrete):
         return f"expected rank {len(shape)} {fmt(shape)}, got shape {list(concrete)}"
     for d, c in zip(shape, concrete):
@@ -170,15 +201,40 @@ def bind(shape, concrete, env):
         elif _NAME.match(d) and not d.startswith("("):
             if env.setdefault(d, c) != c:
                 return f"dim {d!r} is {env[d]} elsewhere but {c} here (shape {list(concrete)})"
+    return check_bound(shape, concrete, env)
+
+
+def check_bound(shape, concrete, env):
+    """Error string when a derived dim of `shape` whose names are all bound
+    in env disagrees with the concrete size; None otherwise."""
+    for d, c in zip(shape, concrete):
+        if isinstance(d, str) and not (_NAME.match(d) and not d.startswith("(")):
+            try:
+                want = evaluate(d, env)
+            except IRTypeError:
+                continue                    # not all names bound (yet)
+            if want != c:
+                return f"dim {d!r} is {want} under {_env_text(d, env)} but {c} here (shape {list(concrete)})"
     return None
 
 
+def _env_text(d, env):
+    names = sorted(set(re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", d)) & set(env))
+    return ", ".join(f"{n}={env[n]}" for n in names)
+
+
 def evaluate(d, env):
-    """Concrete value of a dim under symbol bindings."""
+    """Concrete value of a dim under symbol bindings. Opaque sums "(a+b)"
+    are evaluated too when every name inside is bound."""
     if isinstance(d, int):
         return d
     coef, names = _monomial(d)
-    try:
-        return coef * prod(env[n] for n in names)
-    except KeyError as e:
-        raise IRTypeError(f"symbolic dim {e.args[0]!r} is not bound by any graph input") from None
+    total = coef
+    for n in names:
+        if n.startswith("(") and n.endswith(")"):
+            total *= sum(evaluate(canon(t), env) for t in _split(n[1:-1], "+"))
+        elif n in env:
+            total *= env[n]
+        else:
+            raise IRTypeError(f"symbolic dim {n!r} is not bound by any graph input")
+    return total

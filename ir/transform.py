@@ -2,7 +2,8 @@
 
 `decompose(graph, supported)` expands every composite op whose op is not in
 `supported` through its `decompose` rule until only supported ops (or ops
-without a decomposition) remain. Backends call it to fall back to primitives.
+without a decomposition) remain; values keep their names where they can.
+Backends call it to fall back to primitives.
 """
 from irtool.ir.builder import Builder
 
@@ -22,15 +23,27 @@ def _expand_once(graph, supported):
         vmap[v] = b.input(v.name, v.dtype, v.shape)
     for name, p in graph.params.items():
         vmap[p.value] = b.param(name, p.data, p.trainable)
+    reserved = {o.name for n in graph.nodes for o in n.outputs}
+    b._names.update(reserved)        # temporaries must not take a later value's name
+
+    def keep_name(new, old):
+        b._names.discard(old.name)       # release the reservation, then take it
+        b.rename(new, old.name)
+
     for n in graph.nodes:
         if n.op in supported or n.op.decompose is None:
-            b.replay(n, vmap)
+            for old, new in zip(n.outputs, b.replay(n, vmap, name=n.op.name)):
+                keep_name(new, old)
             continue
         b.source = n.source
+        start = len(b.nodes)
         outs = n.op.decompose(b, *[vmap[v] for v in n.inputs], **n.attrs)
         outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        made = set(b.nodes[start:])
         for old, new in zip(n.outputs, outs):
             vmap[old] = new
+            if new.producer in made and sum(o is new for o in outs) == 1:
+                keep_name(new, old)       # graph outputs keep their names
         b.source = None
     return b.build([vmap[o] for o in graph.outputs])
 

@@ -4,13 +4,14 @@
 slots, output slots, attrs) cached on the graph, then executes it with a list
 of slots, freeing each value after its last use. Composite ops without a
 kernel are expanded through their `decompose` rule at plan time. Every
-failure names the node and its text line.
+failure names the node and its text line. Returned arrays never alias the
+inputs or params, so callers may update them in place.
 """
 import numpy as np
 
 from irtool.errors import IRTypeError, RuntimeFailure, UnsupportedError
 from irtool.ir.dtypes import np_dtype
-from irtool.ir.shapes import bind, evaluate, fmt
+from irtool.ir.shapes import bind, check_bound, evaluate, fmt
 from irtool.ir.text import node_line
 from irtool.ir.transform import decompose
 from irtool.runtime.kernels import KERNELS
@@ -68,8 +69,13 @@ class Plan:
             if err:
                 raise IRTypeError(f"input {v.name!r}: {err}")
             slots[s] = arr
+        for s, v in self.inputs:        # derived dims ("4*batch") bound by later inputs
+            err = check_bound(v.shape, slots[s].shape, env)
+            if err:
+                raise IRTypeError(f"input {v.name!r}: {err}")
         for s, data in self.params:
             slots[s] = data
+        given = [slots[s] for s, _ in self.inputs] + [data for _, data in self.params]
         for kernel, ins, outs, attrs, symbolic, frees, node in self.steps:
             if symbolic:
                 attrs = dict(attrs)
@@ -89,7 +95,15 @@ class Plan:
                     slots[o] = r
             for f in frees:
                 slots[f] = None
-        return [slots[s] for s in self.outputs]
+        return [_owned(slots[s], given) for s in self.outputs]
+
+
+def _owned(arr, given):
+    """Outputs are the caller's to modify: copy read-only results (broadcast
+    views) and any that share memory with an input or a param."""
+    if not arr.flags.writeable or any(np.may_share_memory(arr, g) for g in given):
+        return np.array(arr)
+    return arr
 
 
 def _scalar_safe(kernel, nout):
@@ -107,8 +121,9 @@ def plan_for(graph):
 
 
 def _fingerprint(graph):
-    # cheap staleness check: passes that mutate in place change these
-    return (len(graph.nodes), id(graph.nodes[-1]) if graph.nodes else 0,
+    # cheap staleness check: the Graph mutation API bumps `version`; passes that
+    # rebuild node lists or swap param arrays change the rest
+    return (getattr(graph, "version", 0), len(graph.nodes), id(graph.nodes[-1]) if graph.nodes else 0,
             tuple(id(o) for o in graph.outputs), tuple(id(p.data) for p in graph.params.values()))
 
 

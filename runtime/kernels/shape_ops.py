@@ -1,7 +1,60 @@
 """numpy kernels for irtool.ir.ops.shape_ops."""
 import numpy as np
 
+from irtool.ir.dtypes import np_dtype
 from irtool.ir.ops import shape_ops as ops
+
+
+def _split(x, sizes, axis):
+    parts = np.split(x, np.cumsum(sizes)[:-1], axis=axis)
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _slice(x, starts, ends, axes=None, steps=None):
+    index = [slice(None)] * x.ndim
+    for axis, start, end, step in ops.slice_axes(x.ndim, {"starts": starts, "ends": ends,
+                                                          "axes": axes, "steps": steps}):
+        s, e, _ = ops.slice_bounds(x.shape[axis], start, end, step)
+        index[axis] = slice(s, e if e >= 0 else None, step)
+    return x[tuple(index)]
+
+
+def _pad(x, pads, mode="constant", value=0.0):
+    r = x.ndim
+    begins, ends = pads[:r], pads[r:]
+    x = x[tuple(slice(-min(lo, 0), d + min(hi, 0)) for d, lo, hi in zip(x.shape, begins, ends))]
+    widths = [(max(lo, 0), max(hi, 0)) for lo, hi in zip(begins, ends)]
+    if mode == "constant":
+        return np.pad(x, widths, mode="constant", constant_values=np.asarray(value).astype(x.dtype))
+    return np.pad(x, widths, mode=mode)
+
+
+def _wrap(idx, size):
+    return np.where(idx < 0, idx + size, idx)
+
+
+def _gather_elements(x, indices, axis=0):
+    axis %= x.ndim
+    # torch.gather allows indices smaller than x off the axis: look at that corner only
+    x = x[tuple(slice(None) if i == axis else slice(0, k) for i, k in enumerate(indices.shape))]
+    return np.take_along_axis(x, _wrap(indices, x.shape[axis]).astype(np.intp), axis=axis)
+
+
+def _scatter_add(x, indices, updates, axis=0):
+    axis %= x.ndim
+    out = x.copy()
+    index = list(np.indices(indices.shape, sparse=True))
+    index[axis] = _wrap(indices, x.shape[axis])
+    np.add.at(out, tuple(index), updates)
+    return out
+
+
+def _arange(start, stop, step=1, dtype="int64"):
+    n = ops.ARANGE.infer([], {"start": start, "stop": stop, "step": step, "dtype": dtype})[0].shape[0]
+    if np.issubdtype(np_dtype(dtype), np.integer):
+        return np.arange(start, start + n * step, step, dtype=np_dtype(dtype))[:n]
+    return (start + np.arange(n, dtype=np.float64) * step).astype(np_dtype(dtype))
+
 
 KERNELS = {
     ops.CONSTANT: lambda value: value,
@@ -11,4 +64,16 @@ KERNELS = {
     ops.UNSQUEEZE: lambda x, axes: np.expand_dims(x, tuple(axes)),
     ops.SQUEEZE: lambda x, axes=None: np.squeeze(x, tuple(axes) if axes is not None else
                                                  tuple(i for i, d in enumerate(x.shape) if d == 1)),
+    ops.CONCAT: lambda *xs, axis: np.concatenate(xs, axis=axis),
+    ops.SPLIT: _split,
+    ops.SLICE: _slice,
+    ops.PAD: _pad,
+    ops.GATHER: lambda x, indices, axis=0: np.take(x, indices, axis=axis),
+    ops.GATHER_ELEMENTS: _gather_elements,
+    ops.SCATTER_ADD: _scatter_add,
+    ops.TILE: lambda x, repeats: np.tile(x, repeats),
+    ops.FLIP: lambda x, axes=None: np.flip(x, axes),
+    ops.SHAPE_OF: lambda x: np.array(x.shape, dtype=np.int64),
+    ops.ARANGE: _arange,
+    ops.FULL: lambda shape, value, dtype="float32": np.full(shape, value, dtype=np_dtype(dtype)),
 }
