@@ -205,7 +205,7 @@ def _slice(ctx, x, dim=0, start=None, end=None, step=1):
     if isinstance(start, str) or isinstance(end, str):
         if start == 0 and end == x.shape[dim] and step == 1:
             return x
-        raise UnsupportedError(f"slice with symbolic bounds ({start}:{end}) is not supported")
+        return ctx.b.slice(x, starts=(start,), ends=(end,), axes=(dim,), steps=(step,))
     if start == 0 and end >= INT64_MAX and step == 1:
         return x
     if start == 0 and step == 1 and isinstance(x.shape[dim], int) and end >= x.shape[dim]:
@@ -340,8 +340,6 @@ def _scalar_tensor(ctx, value, dtype=None, **kw):
 def _arange(ctx, start, end=None, step=1, dtype=None, **kw):
     if end is None:
         start, end = 0, start
-    if any(isinstance(v, str) for v in (start, end, step)):
-        raise UnsupportedError("arange with symbolic bounds is not supported")
     is_float = any(isinstance(v, float) for v in (start, end, step))
     return ctx.b.arange(start=start, stop=end, step=step, dtype=_dt(dtype, "float32" if is_float else "int64"))
 
@@ -401,13 +399,36 @@ def _index_select(ctx, x, dim, index):
 
 
 def _index(ctx, x, indices):
-    used = [(i, t) for i, t in enumerate(indices) if t is not None]
-    if len(used) != 1:
-        raise UnsupportedError("advanced indexing with more than one index tensor is not supported")
-    axis, idx = used[0]
-    if idx.dtype == "bool":
+    """x[i0, i1, ...] with index tensors on adjacent axes (torch puts the
+    broadcast index dims where the first indexed axis was): merge the indexed
+    axes into one and gather a linear index."""
+    b = ctx.b
+    pos = [i for i, t in enumerate(indices) if t is not None]
+    idx = [t for t in indices if t is not None]
+    if any(t.dtype == "bool" for t in idx):
         raise UnsupportedError("boolean mask indexing (data-dependent shape) is not supported")
-    return ctx.b.gather(x, idx, axis=axis)
+    if len(idx) == 1:
+        return b.gather(x, idx[0], axis=pos[0])
+    if pos != list(range(pos[0], pos[-1] + 1)):
+        raise UnsupportedError("advanced indexing with index tensors on non-adjacent axes is not supported")
+    sizes = [x.shape[p] for p in pos]
+    lin = None
+    for t, p in zip(idx, pos):
+        t = b.cast(t, dtype="int64") if t.dtype != "int64" else t
+        size = _size_value(b, x, p)
+        t = b.mod(t, size)                    # negative indices count from the end
+        lin = t if lin is None else b.add(b.mul(lin, size), t)
+    from irtool.ir.shapes import mul_dims
+    merged = b.reshape(x, shape=x.shape[:pos[0]] + (mul_dims(*sizes),) + x.shape[pos[-1] + 1:])
+    return b.gather(merged, lin, axis=pos[0])
+
+
+def _size_value(b, x, axis):
+    """x.shape[axis] as an int64 scalar Value (read at run time when symbolic)."""
+    d = x.shape[axis]
+    if isinstance(d, int):
+        return b.const(d, "int64")
+    return b.gather(b.shape_of(x), b.const(np.int64(axis), "int64"), axis=0)
 
 
 def _constant_pad(ctx, x, pad, value=0.0):
@@ -467,8 +488,8 @@ def _argm(op):
 
 
 def _cumsum(ctx, x, dim, dtype=None):
-    if dtype is not None:
-        x = ctx.b.cast(x, dtype=_dt(dtype))
+    if dtype is not None or x.dtype == "bool":      # torch sums bools as int64
+        x = ctx.b.cast(x, dtype=_dt(dtype, "int64"))
     return ctx.b.cumsum(x, axis=_axis(dim, x.rank))
 
 

@@ -416,7 +416,8 @@ def evaluate_node(node, args):
             return None
         attrs = dict(node.attrs)
         for key in node.op.shape_attrs:
-            if key in attrs and any(isinstance(d, str) for d in attrs[key]):
+            val = attrs.get(key)
+            if isinstance(val, str) or (isinstance(val, tuple) and any(isinstance(d, str) for d in val)):
                 return None
         out = kernel(*args, **attrs)
         return tuple(np.asarray(o) for o in out) if isinstance(out, tuple) else np.asarray(out)

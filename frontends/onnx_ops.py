@@ -783,11 +783,11 @@ def _slice(ctx, node):
         starts, ends = ctx.attr(node, "starts"), ctx.attr(node, "ends")
         axes, steps = ctx.attr(node, "axes"), None
     else:
-        starts = _static_ints(ctx, node, 1, "starts")
-        ends = _static_ints(ctx, node, 2, "ends")
+        starts = ctx.ints_input(node, 1, "starts")      # may hold symbolic dims
+        ends = ctx.ints_input(node, 2, "ends")
         axes = _static_ints(ctx, node, 3, "axes") if len(node.input) > 3 and node.input[3] else None
         steps = _static_ints(ctx, node, 4, "steps") if len(node.input) > 4 and node.input[4] else None
-    clamp = lambda v: max(min(int(v), INT64_MAX), -INT64_MAX - 1)  # noqa: E731
+    clamp = lambda v: v if isinstance(v, str) else max(min(int(v), INT64_MAX), -INT64_MAX - 1)  # noqa: E731
     return ctx.b.slice(x, starts=tuple(map(clamp, starts)), ends=tuple(map(clamp, ends)),
                        axes=tuple(axes) if axes is not None else None,
                        steps=tuple(steps) if steps is not None else None)
@@ -875,8 +875,10 @@ def _scatter_elements(ctx, node):
     reduction = ctx.attr(node, "reduction", "none")
     if reduction == "add":
         return b.scatter_add(x, idx, upd, axis=axis)
+    if reduction in ("mul", "max", "min"):
+        return _scatter_reduce(b, node, x, idx, upd, axis, reduction)
     if reduction != "none":
-        _unsup(node, f"ScatterElements reduction {reduction!r} is not supported (none, add)")
+        _unsup(node, f"ScatterElements reduction {reduction!r} is not supported")
     # overwrite: where any update lands, take the scattered updates (indices are unique per ONNX)
     zeros = b.full(shape=x.shape, value=0, dtype=x.dtype if x.dtype != "bool" else "int64")
     upd_n = upd if x.dtype != "bool" else b.cast(upd, dtype="int64")
@@ -886,6 +888,29 @@ def _scatter_elements(ctx, node):
     if x.dtype == "bool":
         scattered = b.cast(scattered, dtype="bool")
     return b.where(b.gt(hit, b.const(0, "int64")), scattered, x)
+
+
+def _scatter_reduce(b, node, x, idx, upd, axis, reduction):
+    """ScatterElements with mul/max/min: one-hot over the target axis, reduce
+    the updates landing on each target, combine where any landed."""
+    r = x.rank
+    n = _static_dim(node, x.shape[axis], "ScatterElements reduction")
+    ident = {"mul": 1, "max": _lowest(x.dtype), "min": _highest(x.dtype)}[reduction]
+    iota = b.const(np.arange(n, dtype=np.int64).reshape([n if i == axis + 1 else 1 for i in range(r + 1)]),
+                   "int64")
+    onehot = b.eq(b.unsqueeze(b.cast(idx, dtype="int64") if idx.dtype != "int64" else idx, axes=(axis + 1,)),
+                  iota)
+    vals = b.where(onehot, b.unsqueeze(upd, axes=(axis + 1,)), b.const(ident, x.dtype))
+    red = {"mul": b.reduce_prod, "max": b.reduce_max, "min": b.reduce_min}[reduction](
+        vals, axes=(axis,), keepdims=False)
+    hits = b.reduce_sum(b.cast(onehot, dtype="int64"), axes=(axis,), keepdims=False)
+    pads = [0] * r + [_static_dim(node, xd, "ScatterElements") - _static_dim(node, rd, "ScatterElements")
+                      for xd, rd in zip(x.shape, red.shape)]
+    if any(pads):
+        red = b.pad(red, pads=tuple(pads), value=ident)
+        hits = b.pad(hits, pads=tuple(pads), value=0)
+    combined = {"mul": b.mul, "max": b.maximum, "min": b.minimum}[reduction](x, red)
+    return b.where(b.gt(hits, b.const(0, "int64")), combined, x)
 
 
 @op("Expand")
@@ -946,10 +971,11 @@ def _range(ctx, node):
     limit = ctx.scalar_input(node, 1, "limit")
     delta = ctx.scalar_input(node, 2, "delta")
     dtype = ctx.value(node, 0).dtype
-    if is_float(dtype):
-        start, limit, delta = float(start), float(limit), float(delta)
-    else:
-        start, limit, delta = int(start), int(limit), int(delta)
+    num = float if is_float(dtype) else int
+    if isinstance(delta, str):
+        _unsup(node, f"Range with a symbolic step {delta!r}")
+    # start/limit may be symbolic dims (Range(0, Shape(x)[1], 1)); the IR's arange takes those
+    start, limit, delta = (v if isinstance(v, str) else num(v) for v in (start, limit, delta))
     return ctx.b.arange(start=start, stop=limit, step=delta, dtype=dtype)
 
 
@@ -1243,12 +1269,32 @@ def _float_io(b, x, fn):
 def _max_pool(ctx, node):
     b = ctx.b
     x = ctx.value(node, 0)
-    if len(node.output) > 1 and node.output[1]:
-        _unsup(node, "MaxPool's Indices output is not supported")
     kernel, strides, pads, dilations = _pool_attrs(ctx, node, x, "MaxPool")
-    return _float_io(b, x, lambda v: b.max_pool(v, kernel=kernel, strides=strides, pads=pads,
-                                                dilations=dilations,
-                                                ceil_mode=bool(ctx.attr(node, "ceil_mode", 0))))
+    attrs = dict(kernel=kernel, strides=strides, pads=pads, dilations=dilations,
+                 ceil_mode=bool(ctx.attr(node, "ceil_mode", 0)))
+    y = _float_io(b, x, lambda v: b.max_pool(v, **attrs))
+    if len(node.output) < 2 or not node.output[1]:
+        return y
+    return [y, _max_pool_indices(ctx, node, x, attrs)]
+
+
+def _max_pool_indices(ctx, node, x, attrs):
+    """ONNX MaxPool's Indices: each window's argmax as a flat index into x
+    (row-major, or column-major over the spatial dims with storage_order=1),
+    read with max_pool_select from a constant tensor of flat indices."""
+    b = ctx.b
+    shape = tuple(_static_dim(node, d, "MaxPool Indices") for d in x.shape)
+    flat = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    if ctx.attr(node, "storage_order", 0):
+        n, c = shape[:2]
+        spatial = int(np.prod(shape[2:]))
+        col = np.arange(spatial).reshape(shape[2:][::-1]).T        # column-major positions
+        flat = (np.arange(n * c).reshape(n, c, *([1] * len(shape[2:]))) * spatial + col).astype(np.int64)
+    exact = {"float64": 2 ** 53, "float32": 2 ** 24}.get(x.dtype, 0)
+    if flat.size > exact:
+        _unsup(node, f"MaxPool Indices of a {x.dtype} input with {flat.size} elements")
+    t = b.const(flat.astype(_np(x)), x.dtype)
+    return b.cast(b.max_pool_select(x, t, **attrs), dtype="int64")
 
 
 @op("AveragePool")
@@ -1513,3 +1559,208 @@ def _resize(ctx, node):
             fill = np.where(extrap, ctx.attr(node, "extrapolation_value", 0.0), 0.0)
             y = b.add(y, b.const(fill.reshape([-1 if i == a else 1 for i in range(x.rank)]), x.dtype))
     return y
+
+
+# -- attention, losses, RMS norm -----------------------------------------------------
+
+def _neg_inf_bias(b, mask, dtype):
+    """Bool mask (True = attend) -> additive 0 / -inf bias of dtype."""
+    return b.where(mask, b.const(0, dtype), b.const(-np.inf, dtype))
+
+
+def _safe_softmax(b, x):
+    """Softmax over the last axis that gives 0 (not NaN) for all -inf rows."""
+    m = b.reduce_max(x, axes=(-1,), keepdims=True)
+    safe = b.where(b.eq(m, _const(b, -np.inf, m)), _const(b, 0, m), m)
+    e = b.exp(b.sub(x, safe))
+    s = b.reduce_sum(e, axes=(-1,), keepdims=True)
+    s = b.where(b.eq(s, _const(b, 0, s)), _const(b, 1, s), s)
+    return b.div(e, s)
+
+
+def _window_allowed(q, kv, offset, left, right):
+    """Bool (q, kv) or (batch, q, kv): query i (at i + offset) may see key j."""
+    i = np.arange(q).reshape(q, 1)
+    j = np.arange(kv).reshape(1, kv)
+    off = np.asarray(offset).reshape((-1, 1, 1) if np.ndim(offset) else ())
+    diff = i + off - j
+    allowed = np.ones(np.shape(diff), dtype=bool)
+    if left >= 0:
+        allowed &= diff <= left
+    if right >= 0:
+        allowed &= -diff <= right
+    return allowed
+
+
+@op("Attention")
+def _attention(ctx, node):
+    """ONNX Attention (opsets 23+), following the ONNX reference: 3-D inputs
+    split into heads, past key/value concatenated, additive masks (bool or
+    float, padded to the key length), bottom-right causal and sliding-window
+    masks, key padding (nonpad_kv_seqlen), grouped-query heads, softcap,
+    fully masked rows giving zeros, and the qk_matmul_output modes."""
+    b = ctx.b
+    q, k, v, mask, past_k, past_v, nonpad = (ctx.value(node, i) for i in range(7))
+    dtype = q.dtype
+    qh, kvh = ctx.attr(node, "q_num_heads"), ctx.attr(node, "kv_num_heads")
+    is3d = q.rank == 3
+    if is3d:
+        def heads(t, n):
+            d = _static_dim(node, t.shape[2], "Attention hidden size") // n
+            return b.transpose(b.reshape(t, shape=(t.shape[0], t.shape[1], n, d)), perm=(0, 2, 1, 3))
+        q, k, v = heads(q, qh), heads(k, kvh), heads(v, kvh)
+    scale = ctx.attr(node, "scale")
+    if scale is None:
+        scale = 1.0 / math.sqrt(_static_dim(node, q.shape[3], "Attention head size"))
+    s = _np(q).type(np.sqrt(scale))
+    if past_k is not None:
+        k = b.concat([past_k, k], axis=2)
+        v = b.concat([past_v, v], axis=2)
+    present_k, present_v = k, v
+    qlen = _static_dim(node, q.shape[2], "Attention query length")
+    kvlen = _static_dim(node, k.shape[2], "Attention key length")
+    left, right = ctx.attr(node, "left_window_size", -1), ctx.attr(node, "right_window_size", -1)
+    is_causal = bool(ctx.attr(node, "is_causal", 0))
+    masked = mask is not None or is_causal or nonpad is not None or left >= 0 or right >= 0
+
+    bias = None                          # additive bias Value, or None (all zeros)
+    if mask is not None:
+        pad = kvlen - _static_dim(node, mask.shape[-1], "Attention mask length")
+        if pad > 0:
+            pads = [0] * (2 * mask.rank)
+            pads[-1] = pad
+            mask = b.pad(mask, pads=tuple(pads), value=False if mask.dtype == "bool" else -np.inf)
+        bias = _neg_inf_bias(b, mask, dtype) if mask.dtype == "bool" else mask
+    if nonpad is not None and past_k is not None:
+        _unsup(node, "nonpad_kv_seqlen together with past key/value")
+    offset = None
+    if nonpad is not None:
+        offset = b.sub(b.cast(nonpad, dtype="int64"), b.const(qlen, "int64"))     # (batch,)
+    elif past_k is not None:
+        offset = _static_dim(node, past_k.shape[2], "Attention past length")
+    else:
+        offset = 0
+
+    def frontier(left_, right_):
+        """Bias for j <= i + offset (causal) or the window, per the offset kind."""
+        if isinstance(offset, int):
+            return b.const(np.where(_window_allowed(qlen, kvlen, offset, left_, right_), 0.0, -np.inf), dtype)
+        i = b.const(np.arange(qlen).reshape(1, qlen, 1), "int64")
+        j = b.const(np.arange(kvlen).reshape(1, 1, kvlen), "int64")
+        diff = b.sub(b.add(i, b.reshape(offset, shape=(offset.shape[0], 1, 1))), j)
+        allowed = None
+        if left_ >= 0:
+            allowed = b.le(diff, b.const(left_, "int64"))
+        if right_ >= 0:
+            r = b.le(b.neg(diff), b.const(right_, "int64"))
+            allowed = r if allowed is None else b.logical_and(allowed, r)
+        return b.unsqueeze(_neg_inf_bias(b, allowed, dtype), axes=(1,))
+
+    def add_bias(extra):
+        nonlocal bias
+        bias = extra if bias is None else b.add(bias, extra)
+
+    if is_causal:
+        add_bias(frontier(-1, 0))
+    if left >= 0 or right >= 0:
+        add_bias(frontier(left, right))
+    if nonpad is not None:
+        valid = b.lt(b.const(np.arange(kvlen).reshape(1, 1, 1, kvlen), "int64"),
+                     b.reshape(b.cast(nonpad, dtype="int64"), shape=(nonpad.shape[0], 1, 1, 1)))
+        add_bias(_neg_inf_bias(b, valid, dtype))
+    nq = q.shape[1] if qh is None else qh
+    nk = k.shape[1] if kvh is None else kvh
+    if nq != nk:
+        reps = _static_dim(node, nq, "Attention heads") // _static_dim(node, nk, "Attention kv heads")
+
+        def repeat(t):
+            t5 = b.unsqueeze(t, axes=(2,))
+            t5 = b.expand(t5, shape=t.shape[:2] + (reps,) + t.shape[2:])
+            return b.reshape(t5, shape=(t.shape[0], mul_dims(t.shape[1], reps)) + t.shape[2:])
+        k, v = repeat(k), repeat(v)
+    kt = b.transpose(b.mul(k, _const(b, s, k)), perm=(0, 1, 3, 2))
+    qk = b.matmul(b.mul(q, _const(b, s, q)), kt)
+    softcap = ctx.attr(node, "softcap")
+    if softcap is not None and softcap > 0:
+        qk = b.mul(b.tanh(b.div(qk, _const(b, softcap, qk))), _const(b, softcap, qk))
+    with_bias = qk if bias is None else b.add(qk, bias)
+    mode = ctx.attr(node, "qk_matmul_output_mode", 0)
+    qk_out = with_bias if mode == 2 else qk
+    logits = with_bias
+    precision = ctx.attr(node, "softmax_precision")
+    if precision is not None:
+        logits = b.cast(logits, dtype=ir_dtype(precision, describe(node)))
+    if masked:
+        p = _safe_softmax(b, logits)
+        guard = b.eq(b.reduce_max(bias, axes=(-1,), keepdims=True), _const(b, -np.inf, bias))
+        p = b.where(guard, _const(b, 0, p), p)
+    else:
+        p = b.softmax(logits, axis=-1)
+    if mode == 3:
+        qk_out = p
+    if qk_out.dtype != dtype:
+        qk_out = b.cast(qk_out, dtype=dtype)
+    if p.dtype != dtype:
+        p = b.cast(p, dtype=dtype)
+    y = b.matmul(p, v)
+    if is3d:
+        y = b.transpose(y, perm=(0, 2, 1, 3))
+        y = b.reshape(y, shape=(y.shape[0], y.shape[1], mul_dims(y.shape[2], y.shape[3])))
+    return [y, present_k, present_v, qk_out]
+
+
+@op("RMSNormalization")
+def _rms_norm(ctx, node):
+    b = ctx.b
+    x, scale = ctx.value(node, 0), ctx.value(node, 1)
+    axis = norm_axis(ctx.attr(node, "axis", -1), x.rank)
+    eps = ctx.attr(node, "epsilon", 1e-5)
+    stash = ctx.attr(node, "stash_type", 1)
+    xs = x
+    compute = ir_dtype(stash, describe(node)) if stash else x.dtype
+    if compute != x.dtype:
+        xs = b.cast(x, dtype=compute)
+    ms = b.reduce_mean(b.mul(xs, xs), axes=tuple(range(axis, x.rank)), keepdims=True)
+    y = b.mul(xs, b.rsqrt(b.add(ms, _const(b, eps, ms))))
+    if compute != x.dtype:
+        y = b.cast(y, dtype=x.dtype)
+    return b.mul(y, scale if scale.dtype == x.dtype else b.cast(scale, dtype=x.dtype))
+
+
+def _nll(ctx, node, logp, target, weight):
+    """NegativeLogLikelihoodLoss on log-probabilities (N, C, d...)."""
+    b = ctx.b
+    reduction = ctx.attr(node, "reduction", "mean")
+    ignore = ctx.attr(node, "ignore_index")
+    t = target if target.dtype == "int64" else b.cast(target, dtype="int64")
+    keep = None
+    if ignore is not None:
+        keep = b.ne(t, b.const(ignore, "int64"))
+        t = b.where(keep, t, b.const(0, "int64"))
+    picked = b.squeeze(b.gather_elements(logp, b.unsqueeze(t, axes=(1,)), axis=1), axes=(1,))
+    w = None
+    if weight is not None:
+        w = b.gather(weight, t, axis=0)
+    if keep is not None:
+        k = b.cast(keep, dtype=logp.dtype)
+        w = k if w is None else b.mul(w, k)
+    loss = b.neg(picked) if w is None else b.neg(b.mul(picked, w))
+    if reduction == "none":
+        return loss
+    total = b.reduce_sum(loss, axes=None, keepdims=False)
+    if reduction == "sum":
+        return total
+    if w is None:
+        return b.reduce_mean(loss, axes=None, keepdims=False)
+    return b.div(total, b.reduce_sum(w, axes=None, keepdims=False))
+
+
+@op("NegativeLogLikelihoodLoss")
+def _nll_loss(ctx, node):
+    return _nll(ctx, node, ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2))
+
+
+@op("SoftmaxCrossEntropyLoss")
+def _softmax_ce(ctx, node):
+    logp = ctx.b.log_softmax(ctx.value(node, 0), axis=1)
+    return [_nll(ctx, node, logp, ctx.value(node, 1), ctx.value(node, 2)), logp]

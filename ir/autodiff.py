@@ -122,6 +122,15 @@ def _name_grads(b, grads, targets, forward):
     return named
 
 
+def _unique(b, name):
+    """name, or name_1, name_2... when an output appears twice."""
+    out, i = name, 0
+    while out in b._names:
+        i += 1
+        out = f"{name}_{i}"
+    return out
+
+
 def grad(graph, wrt=None):
     """Graph with the same inputs, outputs [loss, *dloss/dw for w in wrt].
     The first output is the loss and must hold a single float element."""
@@ -144,14 +153,15 @@ def grad(graph, wrt=None):
 
 
 def vjp(graph, wrt=None):
-    """Graph with extra inputs `cotangent_<output>` (one per output) and
-    outputs [*original outputs, *sum_i cotangent_i . d output_i / d w]."""
+    """Graph with extra inputs `cotangent_<output>` (one per output; an output
+    listed twice gets `cotangent_<output>_1`) and outputs
+    [*original outputs, *sum_i cotangent_i . d output_i / d w]."""
     b = Builder(graph.name + "_vjp")
     vmap = b.copy_graph(graph)
     targets = _resolve(graph, vmap, wrt)
     outs = [vmap[o] for o in graph.outputs]
     forward = set(b.nodes)
-    cots = [b.input(f"cotangent_{o.name}", o.dtype, o.shape) for o in graph.outputs]
+    cots = [b.input(_unique(b, f"cotangent_{o.name}"), o.dtype, o.shape) for o in graph.outputs]
     pairs = [(o, c) for o, c in zip(outs, cots) if is_float(o.dtype)]
     got = backprop(b, [o for o, _ in pairs], [c for _, c in pairs], targets, list(b.nodes))
     grads = [got.get(t) or _zeros_like(b, t) for t in targets]

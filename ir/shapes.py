@@ -223,6 +223,23 @@ def _env_text(d, env):
     return ", ".join(f"{n}={env[n]}" for n in names)
 
 
+def _evaluate_sum(expr, env):
+    """Value of "a+b-3" style sums (terms are dims, signs at depth 0)."""
+    total, sign, depth, start = 0, 1, 0, 0
+    for i, ch in enumerate(expr + "+"):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch in "+-" and depth == 0 and i > start:
+            term = expr[start:i].strip()
+            total += sign * evaluate(int(term) if term.isdigit() else canon(term), env)
+            sign, start = (1 if ch == "+" else -1), i + 1
+        elif ch in "+-" and depth == 0:
+            sign, start = (-sign if ch == "-" else sign), i + 1
+    return total
+
+
 def evaluate(d, env):
     """Concrete value of a dim under symbol bindings. Opaque sums "(a+b)"
     are evaluated too when every name inside is bound."""
@@ -232,7 +249,7 @@ def evaluate(d, env):
     total = coef
     for n in names:
         if n.startswith("(") and n.endswith(")"):
-            total *= sum(evaluate(canon(t), env) for t in _split(n[1:-1], "+"))
+            total *= _evaluate_sum(n[1:-1], env)
         elif n in env:
             total *= env[n]
         else:

@@ -47,8 +47,7 @@ class Plan:
         self.steps = []
         for i, n in enumerate(graph.nodes):
             attrs = dict(n.attrs)
-            symbolic = tuple(a for a in n.op.shape_attrs
-                             if a in attrs and any(isinstance(d, str) for d in attrs[a]))
+            symbolic = tuple(a for a in n.op.shape_attrs if a in attrs and _has_symbol(attrs[a]))
             kernel = KERNELS[n.op]
             if any(o.rank == 0 for o in n.outputs):
                 kernel = _scalar_safe(kernel, len(n.outputs))   # numpy ufuncs return scalars on 0-d
@@ -80,7 +79,7 @@ class Plan:
             if symbolic:
                 attrs = dict(attrs)
                 for a in symbolic:
-                    attrs[a] = tuple(evaluate(d, env) if isinstance(d, str) else d for d in attrs[a])
+                    attrs[a] = _resolve(attrs[a], env)
             try:
                 result = kernel(*[slots[i] for i in ins], **attrs)
             except Exception as e:  # noqa: BLE001 - re-raised with the node named
@@ -104,6 +103,17 @@ def _owned(arr, given):
     if not arr.flags.writeable or any(np.may_share_memory(arr, g) for g in given):
         return np.array(arr)
     return arr
+
+
+def _has_symbol(v):
+    return isinstance(v, str) or (isinstance(v, tuple) and any(isinstance(d, str) for d in v))
+
+
+def _resolve(v, env):
+    """Concrete value of a shape attr (a dim, or a tuple of dims)."""
+    if isinstance(v, str):
+        return evaluate(v, env)
+    return tuple(evaluate(d, env) if isinstance(d, str) else d for d in v)
 
 
 def _scalar_safe(kernel, nout):

@@ -203,6 +203,13 @@ def test_verify_catches_input_param_name_clash():
         verify(g)
 
 
+def test_verify_catches_params_keyed_under_another_name():
+    g, (x, w, s, y, z, r) = _mlp()
+    g.params = {"weights": g.params["w"], "s": g.params["s"]}
+    with pytest.raises(GraphError, match="keyed under another name"):
+        verify(g)
+
+
 def test_verify_catches_use_before_def():
     g, _ = _mlp()
     g.nodes = [g.nodes[1], g.nodes[0], g.nodes[2]]
@@ -499,3 +506,37 @@ def test_run_outputs_are_the_callers_to_modify():
     np.testing.assert_array_equal(g.params["w"].data, np.ones((2, 3), np.float32))
     np.testing.assert_array_equal(xv, np.zeros((2, 3), np.float32))
     np.testing.assert_array_equal(irtool.run(g, [xv])[3], np.zeros((2, 3), np.float32))
+
+
+def test_decompose_keeps_value_names_and_verifies():
+    if "softmax" not in REGISTRY:
+        pytest.skip("softmax not registered yet")
+    from irtool.ir.transform import decompose
+    b = irtool.Builder()
+    x = b.input("x", "float32", ("batch", 5))
+    p = b.softmax(x, axis=-1, _name="probs")
+    e = b.exp(p)                                   # named "exp", like the temporaries
+    g = b.build([p, e])
+    flat = decompose(g, set())
+    verify(flat)
+    assert "softmax" not in flat.op_histogram()
+    assert [o.name for o in flat.outputs] == ["probs", "exp"]
+    xv = np.random.default_rng(2).uniform(-1, 1, (3, 5)).astype(np.float32)
+    want = np.exp(xv - xv.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    got_p, got_e = irtool.run(flat, [xv])
+    np.testing.assert_allclose(got_p, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_e, np.exp(want), rtol=1e-6)
+
+
+def test_grad_and_copies_keep_forward_names():
+    b = irtool.Builder()
+    x = b.input("x", "float32", (3,))
+    w = b.param("w", np.ones(3, np.float32))
+    b.neg(x)                                       # takes "neg"; the next neg is "neg_0"...
+    n = b.neg(b.mul(x, w, _name="scaled_7"))
+    g = b.build([b.reduce_sum(n, _name="total_2")])
+    gg = irtool.grad(g)
+    assert [o.name for o in gg.outputs] == ["total_2", "grad_w"]
+    fwd = {v.name for v in g.values()}
+    assert {"scaled_7", n.name, "total_2"} <= {v.name for v in gg.values()} and n.name in fwd

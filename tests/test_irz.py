@@ -48,6 +48,22 @@ def rich_graph():
     return b.build([r, t, ints, flag, x, c_bool, c_bf, c_u8, s64, empty, b.squeeze(r, axes=(1,))])
 
 
+def test_multi_output_nodes_round_trip():
+    if "split" not in REGISTRY:
+        pytest.skip("split not registered yet")
+    b = irtool.Builder("multi")
+    x = b.input("x", "float32", (5, "n"))
+    first, second = b.split(x, sizes=(2, 3), axis=0)
+    g = b.build([second, b.neg(first), first])
+    back = serialize.from_bytes(serialize.to_bytes(g))
+    assert str(back) == str(g)
+    assert [o.name for o in back.outputs] == [o.name for o in g.outputs]
+    xv = np.arange(10, dtype=np.float32).reshape(5, 2)
+    for a, c in zip(irtool.run(g, [xv]), irtool.run(back, [xv])):
+        assert _bits(a) == _bits(c)
+    np.testing.assert_array_equal(irtool.run(back, [xv])[0], xv[2:])
+
+
 def small_graph():
     b = irtool.Builder("small")
     x = b.input("x", "float32", ("n", 2))

@@ -299,3 +299,40 @@ def test_grad_of_a_symbolic_graph_at_several_batch_sizes(n):
     torch.testing.assert_close(torch.from_numpy(got[0]), tl.detach())
     for a, r in zip(got[1:], ref):
         torch.testing.assert_close(torch.from_numpy(a), r)
+
+
+def test_concat_of_derived_dims_runs_saves_and_differentiates():
+    if "concat" not in irtool.ir.REGISTRY:
+        pytest.skip("concat not registered yet")
+    from irtool.ir import serialize
+    b = irtool.Builder()
+    x = b.input("x", "float32", ("a", 2, 3))
+    y = b.input("y", "float32", ("b", 3))
+    flat = b.reshape(x, shape=(-1, 3))                       # [2*a, 3]
+    c = b.concat([flat, y], axis=0)                          # [(2*a+b), 3]
+    assert c.shape == ("(2*a+b)", 3)
+    r = b.reshape(c, shape=(-1,))
+    assert r.shape == ("3*(2*a+b)",)
+    e = b.expand(b.unsqueeze(b.reduce_sum(c, axes=(1,)), axes=(1,)), shape=(c.shape[0], 2))
+    g = b.build([r, e])
+    irtool.verify(g)
+    back = serialize.from_bytes(serialize.to_bytes(g))
+    assert str(back) == str(g)
+    rng = np.random.default_rng(0)
+    xv = rng.uniform(-1, 1, (2, 2, 3)).astype(np.float32)
+    yv = rng.uniform(-1, 1, (5, 3)).astype(np.float32)
+    tc = torch.cat([torch.from_numpy(xv).reshape(-1, 3), torch.from_numpy(yv)])
+    for graph in (g, back):
+        got_r, got_e = irtool.run(graph, [xv, yv])
+        torch.testing.assert_close(torch.from_numpy(got_r), tc.reshape(-1))
+        torch.testing.assert_close(torch.from_numpy(got_e), tc.sum(1, keepdim=True).expand(9, 2))
+    b2 = irtool.Builder()
+    vm = b2.copy_graph(g)
+    gg = irtool.grad(b2.build([b2.reduce_sum(b2.mul(vm[g.outputs[1]], vm[g.outputs[1]]))]),
+                     wrt=["x", "y"])
+    tx = torch.from_numpy(xv).requires_grad_()
+    ty = torch.from_numpy(yv).requires_grad_()
+    te = torch.cat([tx.reshape(-1, 3), ty]).sum(1, keepdim=True).expand(9, 2)
+    ref = torch.autograd.grad((te * te).sum(), [tx, ty])
+    for a, r_ in zip(irtool.run(gg, [xv, yv])[1:], ref):
+        torch.testing.assert_close(torch.from_numpy(a), r_)

@@ -86,7 +86,8 @@ def _bert():
 
 def _gpt2():
     from transformers import GPT2Config, GPT2Model
-    cfg = GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=64, use_cache=False)
+    cfg = GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=64, use_cache=False,
+                     bos_token_id=0, eos_token_id=0)
     return GPT2Model(cfg)
 
 

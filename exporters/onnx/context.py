@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from irtool.ir.dtypes import np_dtype
 from irtool.ir.graph import Value
-from irtool.ir.shapes import _monomial
+from irtool.ir.shapes import _monomial, canon
 
 
 def onnx_dtype(dtype):
@@ -90,22 +90,38 @@ class LoweringContext:
         return out
 
     def dim_tensor(self, d):
-        """1-element int64 tensor holding the runtime value of symbolic dim d."""
+        """1-element int64 tensor holding the runtime value of symbolic dim d:
+        a product of input dims, or a parenthesised sum/difference of dims."""
+        if isinstance(d, int):
+            return self.ints([d])
         key = ("dim", d)
         if key in self._shape_cache:
             return self._shape_cache[key]
         coef, names = _monomial(d)
         out = None
         for n in names:
-            if n not in self._symbols:
-                from irtool.errors import ExportError
-                raise ExportError(f"symbolic dim {n!r} is not a dim of any graph input")
-            src, axis = self._symbols[n]
-            t = self.emit("Shape", [src], start=axis, end=axis + 1)
+            t = self._sum_tensor(n[1:-1]) if n.startswith("(") else self._symbol_tensor(n)
             out = t if out is None else self.emit("Mul", [out, t])
         if coef != 1:
             out = self.emit("Mul", [out, self.ints([coef])])
         self._shape_cache[key] = out
+        return out
+
+    def _symbol_tensor(self, name):
+        if name not in self._symbols:
+            from irtool.errors import ExportError
+            raise ExportError(f"symbolic dim {name!r} is not a dim of any graph input")
+        src, axis = self._symbols[name]
+        return self.emit("Shape", [src], start=axis, end=axis + 1)
+
+    def _sum_tensor(self, expr):
+        out = None
+        for term, op in _signed_terms(expr):
+            t = self.dim_tensor(int(term) if term.isdigit() else canon(term))
+            if out is None:
+                out = t if op == "Add" else self.emit("Neg", [t])
+            else:
+                out = self.emit(op, [out, t])
         return out
 
     # -- opset-dependent helpers -----------------------------------------------
@@ -127,6 +143,20 @@ class LoweringContext:
         model = helper.make_model(graph, opset_imports=opsets, producer_name="irtool",
                                   ir_version=helper.find_min_ir_version_for(opsets))
         return model
+
+
+def _signed_terms(expr):
+    """"a+b-3" -> [("a", "Add"), ("b", "Add"), ("3", "Sub")] (signs at depth 0)."""
+    terms, op, depth, start = [], "Add", 0, 0
+    for i, ch in enumerate(expr + "+"):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch in "+-" and depth == 0 and expr[start:i].strip():
+            terms.append((expr[start:i].strip(), op))
+            op, start = ("Add" if ch == "+" else "Sub"), i + 1
+    return terms
 
 
 def value_info(v, name=None):

@@ -36,7 +36,8 @@ def _slice(ctx, node):
     axes = a.get("axes")
     axes = range(len(a["starts"])) if axes is None else axes
     steps = a.get("steps") or (1,) * len(a["starts"])
-    ctx.emit("Slice", [node.inputs[0], ctx.ints(a["starts"]), ctx.ints(a["ends"]), ctx.ints(list(axes)),
+    ctx.emit("Slice", [node.inputs[0], ctx.shape_tensor(a["starts"]), ctx.shape_tensor(a["ends"]),
+                       ctx.ints(list(axes)),
                        ctx.ints(steps)], node.outputs)
 
 
@@ -74,12 +75,19 @@ def _flip(ctx, node):
 _RANGE_TYPES = ("float32", "float64", "int16", "int32", "int64")
 
 
+def _range_arg(ctx, v, dtype, name):
+    """A scalar Range input: a constant, or a symbolic dim read at run time."""
+    if isinstance(v, str):
+        t = ctx.emit("Squeeze", [ctx.dim_tensor(v), ctx.ints([0])])
+        return t if dtype == "int64" else ctx.emit("Cast", [t], to=onnx_dtype(dtype))
+    return ctx.const(np.asarray(v, dtype=np_dtype(dtype)), name=name)
+
+
 def _arange(ctx, node):
     a = node.attrs
     out = node.outputs[0]
     dtype = out.dtype if out.dtype in _RANGE_TYPES else ("float64" if "float" in out.dtype else "int64")
-    args = [ctx.const(np.asarray(a[k] if k in a else 1, dtype=np_dtype(dtype)), name=k)
-            for k in ("start", "stop", "step")]
+    args = [_range_arg(ctx, a.get(k, 1), dtype, k) for k in ("start", "stop", "step")]
     if dtype == out.dtype:
         return ctx.emit("Range", args, node.outputs)
     return ctx.emit("Cast", [ctx.emit("Range", args)], node.outputs, to=onnx_dtype(out.dtype))

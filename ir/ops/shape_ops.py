@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from irtool.errors import IRTypeError
-from irtool.ir.dtypes import check_dtype, is_float
+from irtool.ir.dtypes import check_dtype, is_float, is_int
 from irtool.ir.graph import TensorType
 from irtool.ir.opdef import OpDef, Sample, register
 from irtool.ir.ops.infer import same_dtype
@@ -205,6 +205,19 @@ def _ints(values, what):
     return values
 
 
+def _bounds(values, what):
+    """Slice starts/ends: ints, or symbolic dims (a sequence length read off
+    an input, as in `x[:, :seq]`)."""
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise IRTypeError(f"{what} must be a tuple of ints or dims, got {values!r}") from None
+    if isinstance(values, str) or not all(isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+                                          for v in values):
+        raise IRTypeError(f"{what} must be a tuple of ints or dims, got {values!r}")
+    return tuple(canon(v) if isinstance(v, str) else v for v in values)
+
+
 def _index_dtype(t, op):
     if t.dtype not in ("int32", "int64"):
         raise IRTypeError(f"{op} indices must be int32 or int64, got {t.dtype}")
@@ -309,8 +322,8 @@ def slice_bounds(d, start, end, step):
 
 def slice_axes(rank, attrs):
     """[(axis, start, end, step)] for the axes a slice touches."""
-    starts = _ints(attrs["starts"], "slice starts")
-    ends = _ints(attrs["ends"], "slice ends")
+    starts = _bounds(attrs["starts"], "slice starts")
+    ends = _bounds(attrs["ends"], "slice ends")
     axes = attrs.get("axes")
     axes = tuple(range(len(starts))) if axes is None else _ints(axes, "slice axes")
     steps = attrs.get("steps")
@@ -344,6 +357,8 @@ def slice_dim(d, start, end, step):
     highest one (d static); ("pad", n, lo, hi) for |step| 1 on a symbolic axis
     (n symbolic); ("index", n, first) with n static and indices first + i*step
     (negative ones count from the end) on a symbolic axis."""
+    if isinstance(start, str) or isinstance(end, str):
+        return _symbolic_slice_dim(start, end, step)
     if isinstance(d, int):
         s, _, n = slice_bounds(d, start, end, step)
         if n == 0:
@@ -362,6 +377,17 @@ def slice_dim(d, start, end, step):
                       "symbolic size; count start and end from the same side")
 
 
+def _symbolic_slice_dim(start, end, step):
+    """("symbolic", n, start, end) for start:end with a symbolic bound; both
+    count from the beginning and end <= size (torch.export guards this)."""
+    if step != 1 or any(isinstance(v, int) and v < 0 for v in (start, end)):
+        raise IRTypeError(f"slice {start}:{end}:{step} with a symbolic bound needs step 1 and "
+                          "non-negative bounds")
+    if isinstance(start, int):
+        return ("symbolic", offset_dim(end, -start), start, end)
+    return ("symbolic", canon(f"({end}-{start})"), start, end)
+
+
 def _slice_infer(types, attrs):
     x = types[0]
     shape = list(x.shape)
@@ -377,8 +403,15 @@ def _slice_vjp(b, node, g):
     if any(spec[1] == 0 for _, _, spec in specs):
         return (_zeros(b, x),)
     # pad-placed axes first, so index-placed ones see x's own (bindable) dims
-    for axis, step, spec in sorted(specs, key=lambda s: s[2][0] == "index"):
+    for axis, step, spec in sorted(specs, key=lambda s: s[2][0] in ("index", "symbolic")):
         kind, n = spec[0], spec[1]
+        if kind == "symbolic":   # scatter into place at indices start..end-1
+            idx = b.arange(start=spec[2], stop=spec[3], step=1, dtype="int64")
+            idx = b.reshape(idx, shape=tuple(n if i == axis else 1 for i in range(g.rank)))
+            target = tuple(x.shape[axis] if i == axis else dim for i, dim in enumerate(g.shape))
+            zeros = b.expand(b.const(0, g.dtype), shape=target)
+            g = b.scatter_add(zeros, b.expand(idx, shape=g.shape), g, axis=axis)
+            continue
         if kind == "index":
             first = spec[2]
             idx = np.arange(n, dtype=np.int64) * step + first
@@ -414,7 +447,7 @@ def _slice_samples(rng):
 
 
 SLICE = register(OpDef(
-    "slice", _slice_infer, vjp=_slice_vjp, samples=_slice_samples,
+    "slice", _slice_infer, vjp=_slice_vjp, samples=_slice_samples, shape_attrs=("starts", "ends"),
     doc="slice(x, starts, ends, axes=None, steps=None): ONNX Slice semantics (clamping, negative "
         "indices and steps; INT64_MAX / INT64_MIN run to the end)"))
 
@@ -638,6 +671,10 @@ SHAPE_OF = register(OpDef(
 
 
 def _arange_len(start, stop, step, dtype):
+    if isinstance(start, str) or isinstance(stop, str):
+        if step != 1 or not is_int(dtype) or isinstance(start, float) or isinstance(stop, float):
+            raise IRTypeError("arange with a symbolic bound needs an integer dtype and step 1")
+        return _symbolic_slice_dim(start, stop, 1)[1]
     if step == 0:
         raise IRTypeError("arange step must not be 0")
     if is_float(dtype):
@@ -655,7 +692,7 @@ def _arange_infer(types, attrs):
 
 
 ARANGE = register(OpDef(
-    "arange", _arange_infer, differentiable=False,
+    "arange", _arange_infer, differentiable=False, shape_attrs=("start", "stop"),
     samples=lambda rng: [Sample((), {"start": 0, "stop": 5, "step": 1}),
                          Sample((), {"start": 2, "stop": -7, "step": -3, "dtype": "int32"}),
                          Sample((), {"start": 0.5, "stop": 2.0, "step": 0.25, "dtype": "float32"}),
