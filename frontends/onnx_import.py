@@ -52,11 +52,12 @@ def ir_dtype(elem_type, what):
 
 class DynamicInputError(UnsupportedError):
     """An input that must be known at import time (a shape, axes, pads...) is
-    computed at run time. `value_name` is the ONNX value that was needed."""
+    computed at run time. `value_names`: the model's ONNX values it depends
+    on (the node's input, or the inputs of the function op it came from)."""
 
-    def __init__(self, message, value_name):
+    def __init__(self, message, value_names):
         super().__init__(message)
-        self.value_name = value_name
+        self.value_names = tuple(value_names)
 
 
 # -- loading -------------------------------------------------------------------
@@ -242,7 +243,7 @@ class ImportContext:
             raise DynamicInputError(
                 f"{describe(node)}: input {i} ({what or node.input[i]!r}) is computed at run time; "
                 "irtool needs it known at import time (from an initializer, a Constant or static shapes)",
-                node.input[i])
+                (node.input[i],))
         return arr
 
     def ints_input(self, node, i, what=None):
@@ -498,13 +499,126 @@ def describe(node):
     return f"{node.op_type} node"
 
 
-def _unsupported(graph, table):
+def _opset_of(imports):
+    return next((o.version for o in imports if o.domain in DEFAULT_DOMAINS), None)
+
+
+def _schema(op_type, opset):
+    try:
+        return onnx.defs.get_schema(op_type, opset, "")
+    except Exception:  # noqa: BLE001 - SchemaError: no such op at this opset
+        return None
+
+
+def _plain_function(op_type, opset):
+    """FunctionProto of a default-domain op that ONNX defines as a function
+    (not depending on input types), for the model's opset; or None."""
+    schema = _schema(op_type, opset)
+    if schema is None:
+        return None
+    versions = [v for v in schema.function_opset_versions if v <= opset]
+    if not versions:
+        return None
+    fp = onnx.FunctionProto()
+    fp.ParseFromString(schema.get_function_with_opset_version(max(versions)))
+    return fp
+
+
+def _has_typed_function(op_type, opset):
+    schema = _schema(op_type, opset)
+    return schema is not None and any(v <= opset for v in schema.context_dependent_function_opset_versions)
+
+
+_EXPANDABLE = {}
+
+
+def expandable(op_type, opset, table, depth=0):
+    """Whether an op without a table entry can be imported through the
+    function body its ONNX schema defines (recursively, for the body ops)."""
+    key = (op_type, opset)
+    if key not in _EXPANDABLE:
+        _EXPANDABLE[key] = False            # cycles and deep nesting: not expandable
+        ok = False
+        fp = _plain_function(op_type, opset) if depth < 8 else None
+        if fp is not None:
+            body_opset = _opset_of(fp.opset_import) or opset
+            ok = all(n.domain in DEFAULT_DOMAINS and
+                     (n.op_type in table or expandable(n.op_type, body_opset, table, depth + 1))
+                     for n in fp.node)
+        elif depth < 8 and _has_typed_function(op_type, opset):
+            ok = True                       # the body depends on input types: checked when expanded
+        _EXPANDABLE[key] = ok
+    return _EXPANDABLE[key]
+
+
+def _typed_body(node, opset, types):
+    """FunctionProto of an op whose ONNX function body depends on its input
+    types (TypeProtos, one per input), or None."""
+    schema = _schema(node.op_type, opset)
+    versions = [v for v in schema.context_dependent_function_opset_versions if v <= opset] if schema else []
+    if not versions:
+        return None
+    fp = onnx.FunctionProto()
+    fp.ParseFromString(schema.get_context_dependent_function_with_opset_version(
+        max(versions), _with_defaults(node, schema).SerializeToString(),
+        [t.SerializeToString() for t in types]))
+    return fp
+
+
+def _value_types(model):
+    """ONNX value name -> TypeProto, from the graph and shape inference."""
+    types = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - inference is a best effort here
+        inferred = model
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        types.setdefault(vi.name, vi.type)
+    for t in g.initializer:
+        tp = onnx.TypeProto()
+        tp.tensor_type.elem_type = t.data_type
+        tp.tensor_type.shape.SetInParent()
+        for d in t.dims:
+            tp.tensor_type.shape.dim.add().dim_value = d
+        types.setdefault(t.name, tp)
+    return types
+
+
+def unsupported_ops(model):
+    """{op type: count} of the nodes import_onnx cannot map (custom domains
+    appear as "domain::Op"); empty when every node is importable. Ops that
+    ONNX defines as functions count as mapped when their body ops are."""
+    from irtool.frontends.onnx_ops import OPS
+    opset = _opset_of(model.opset_import) or 1
     counts = {}
-    for n in graph.node:
+    types = None
+    for n in model.graph.node:
         key = n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}"
-        if n.domain not in DEFAULT_DOMAINS or n.op_type not in table:
-            counts[key] = counts.get(key, 0) + 1
+        if n.domain in DEFAULT_DOMAINS and n.op_type in OPS:
+            continue
+        if n.domain in DEFAULT_DOMAINS and expandable(n.op_type, opset, OPS):
+            if _plain_function(n.op_type, opset) is not None:
+                continue
+            if types is None:
+                types = _value_types(model)
+            try:
+                fp = _typed_body(n, opset, [types.get(i, onnx.TypeProto()) for i in n.input])
+            except Exception:  # noqa: BLE001 - types unknown here: checked when expanded
+                continue
+            body_opset = _opset_of(fp.opset_import) or opset
+            inner = [m.op_type for m in fp.node if m.domain not in DEFAULT_DOMAINS or not (
+                m.op_type in OPS or expandable(m.op_type, body_opset, OPS))]
+            if not inner:
+                continue
+            key = f"{key} (via {', '.join(sorted(set(inner)))})"
+        counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def _unsupported_message(counts):
+    return "ONNX import: no mapping for op type(s): " + ", ".join(
+        f"{k} (x{v})" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def import_onnx(path_or_model):
@@ -512,10 +626,9 @@ def import_onnx(path_or_model):
     from irtool.frontends.onnx_ops import OPS
     model, base_dir = load_model(path_or_model)
     g = model.graph
-    missing = _unsupported(g, OPS)
+    missing = unsupported_ops(model)
     if missing:
-        raise UnsupportedError("ONNX import: no mapping for op type(s): " +
-                               ", ".join(f"{k} (x{v})" for k, v in sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))))
+        raise UnsupportedError(_unsupported_message(missing))
     ctx = ImportContext(model, base_dir)
     b = ctx.b
     inits = {t.name: t for t in g.initializer}
@@ -538,7 +651,7 @@ def import_onnx(path_or_model):
             if o and o not in b._names:
                 b._names.add(o)
     for n in g.node:
-        _import_node(ctx, n, OPS[n.op_type])
+        _import_any(ctx, n, OPS)
     outputs = []
     for vi in g.output:
         if vi.name not in ctx.values:
@@ -550,6 +663,111 @@ def import_onnx(path_or_model):
     for name in [k for k, p in graph.params.items() if id(p.value) not in used]:
         del graph.params[name]
     return graph
+
+
+def _import_any(ctx, node, table, depth=0):
+    if node.op_type in table:
+        _import_node(ctx, node, table[node.op_type])
+    else:
+        _import_function(ctx, node, table, depth)
+
+
+# -- ops that ONNX defines as functions ---------------------------------------------
+
+def _type_proto(v):
+    """TypeProto of an IR Value (for ops whose function body depends on types)."""
+    from irtool.exporters.onnx.context import onnx_dtype
+    t = onnx.TypeProto()
+    t.tensor_type.elem_type = onnx_dtype(v.dtype)
+    t.tensor_type.shape.SetInParent()
+    for d in v.shape:
+        dim = t.tensor_type.shape.dim.add()
+        if isinstance(d, int):
+            dim.dim_value = d
+        else:
+            dim.dim_param = d
+    return t
+
+
+def _import_function(ctx, node, table, depth):
+    """Import a node through its schema's function body: body values get
+    names prefixed by the node's, attribute references are resolved, and
+    each body node is imported at the body's own opset."""
+    opset = ctx.opset
+    fp = _plain_function(node.op_type, opset)
+    if fp is None:
+        types = [_type_proto(ctx.values[i]) if i else onnx.TypeProto() for i in node.input]
+        try:
+            fp = _typed_body(node, opset, types)
+        except Exception as e:  # noqa: BLE001 - the schema refused these inputs
+            raise UnsupportedError(f"{describe(node)}: cannot expand its ONNX function body: {e}") from None
+    if depth > 8:
+        raise UnsupportedError(f"{describe(node)}: function bodies nest too deeply")
+    body_opset = _opset_of(fp.opset_import) or opset
+    missing = {}
+    for n in fp.node:
+        if n.domain not in DEFAULT_DOMAINS or not (n.op_type in table or expandable(n.op_type, body_opset, table)):
+            key = n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}"
+            missing[key] = missing.get(key, 0) + 1
+    if missing:
+        raise UnsupportedError(f"{describe(node)}: its ONNX function body uses unmapped ops: " +
+                               _unsupported_message(missing).split(": ", 1)[1])
+    schema = _schema(node.op_type, opset)
+    attrs = {a.name: a for a in _with_defaults(node, schema).attribute}
+    prefix = f"{node.name or node.op_type}/{node.output[0] if node.output else ''}/"
+    names = {}
+    for i, formal in enumerate(fp.input):
+        names[formal] = node.input[i] if i < len(node.input) else ""
+    for i, formal in enumerate(fp.output):
+        if i < len(node.output) and node.output[i]:
+            names[formal] = node.output[i]
+
+    def rename(n):
+        if n == "" or n in names:
+            return names.get(n, "")
+        names[n] = ctx.b.fresh(prefix + n)       # claimed: never generated again
+        return names[n]
+
+    saved = ctx.opset
+    try:
+        ctx.opset = body_opset
+        for k, inner in enumerate(fp.node):
+            new = onnx.NodeProto()
+            new.CopyFrom(inner)
+            new.name = f"{prefix}{inner.name or inner.op_type}_{k}"
+            new.input[:] = [rename(i) for i in inner.input]
+            new.output[:] = [rename(o) for o in inner.output]
+            kept = []
+            for a in inner.attribute:
+                if a.ref_attr_name:
+                    if a.ref_attr_name in attrs:
+                        ref = onnx.AttributeProto()
+                        ref.CopyFrom(attrs[a.ref_attr_name])
+                        ref.name = a.name
+                        kept.append(ref)
+                else:
+                    kept.append(a)
+            del new.attribute[:]
+            new.attribute.extend(kept)
+            _import_any(ctx, new, table, depth + 1)
+    except DynamicInputError as e:     # name the model's values, not the body's
+        raise DynamicInputError(str(e), [i for i in node.input if i]) from None
+    finally:
+        ctx.opset = saved
+    for i, o in enumerate(node.output):
+        if o and o not in ctx.values:
+            raise UnsupportedError(f"{describe(node)}: its function body does not produce output {i}")
+
+
+def _with_defaults(node, schema):
+    """Copy of node with the schema's default attribute values filled in."""
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    have = {a.name for a in node.attribute}
+    for name, attr in schema.attributes.items():
+        if name not in have and attr.default_value.name:
+            out.attribute.append(attr.default_value)
+    return out
 
 
 def _ir_of(arr):

@@ -1764,3 +1764,184 @@ def _nll_loss(ctx, node):
 def _softmax_ce(ctx, node):
     logp = ctx.b.log_softmax(ctx.value(node, 0), axis=1)
     return [_nll(ctx, node, logp, ctx.value(node, 1), ctx.value(node, 2)), logp]
+
+
+# -- more composed ops ------------------------------------------------------------------
+
+@op("LpNormalization")
+def _lp_normalization(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    axis = norm_axis(ctx.attr(node, "axis", -1), x.rank)
+    p = ctx.attr(node, "p", 2)
+    if p == 1:
+        norm = b.reduce_sum(b.abs(x), axes=(axis,), keepdims=True)
+    elif p == 2:
+        norm = b.sqrt(b.reduce_sum(b.mul(x, x), axes=(axis,), keepdims=True))
+    else:
+        _unsup(node, f"LpNormalization with p={p} (1 or 2)")
+    zero = _const(b, 0, x)
+    safe = b.where(b.eq(norm, zero), _const(b, 1, x), norm)
+    return b.where(b.eq(norm, zero), zero, b.div(x, safe))
+
+
+@op("LpPool")
+def _lp_pool(ctx, node):
+    """(sum of |x|^p over each window, padding counting as 0)^(1/p): the
+    window sum is kernel size * the pad-inclusive average."""
+    b = ctx.b
+    x = ctx.value(node, 0)
+    p = float(ctx.attr(node, "p", 2))
+    kernel, strides, pads, dilations = _pool_attrs(ctx, node, x, "LpPool")
+    ceil_mode = bool(ctx.attr(node, "ceil_mode", 0))
+    include = True
+    powered = b.pow(b.abs(x), _const(b, p, x))
+    if any(d != 1 for d in dilations):
+        avg = _dilated_avg_pool(b, powered, kernel, strides, pads, dilations, ceil_mode, include)
+    else:
+        avg = b.avg_pool(powered, kernel=kernel, strides=strides, pads=pads, ceil_mode=ceil_mode,
+                         count_include_pad=include)
+    return b.pow(b.mul(avg, _const(b, float(np.prod(kernel)), avg)), _const(b, 1.0 / p, avg))
+
+
+@op("EyeLike")
+def _eye_like(ctx, node):
+    x = ctx.value(node, 0)
+    n, m = (_static_dim(node, d, "EyeLike") for d in x.shape)
+    to = ctx.attr(node, "dtype")
+    dtype = x.dtype if to is None else ir_dtype(to, describe(node))
+    from irtool.ir.dtypes import np_dtype
+    return ctx.b.const(np.eye(n, m, ctx.attr(node, "k", 0), dtype=np_dtype(dtype)), dtype)
+
+
+@op("Asinh")
+def _asinh(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)          # sign(x) * log(|x| + sqrt(x^2 + 1)), accurate for negative x
+    ax = b.abs(x)
+    return b.mul(b.sign(x), b.log(b.add(ax, b.sqrt(b.add(b.mul(ax, ax), 1.0)))))
+
+
+@op("Acosh")
+def _acosh(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    return b.log(b.add(x, b.sqrt(b.sub(b.mul(x, x), 1.0))))
+
+
+@op("Atanh")
+def _atanh(ctx, node):
+    b = ctx.b
+    x = ctx.value(node, 0)
+    return b.mul(b.log(b.div(b.add(x, 1.0), b.sub(_const(b, 1, x), x))), 0.5)
+
+
+def _nd_linear(b, node, data, idx, batch_dims):
+    """Flat row numbers of GatherND/ScatterND index tuples: data viewed as
+    (rows, *rest) with rows = prod(data.shape[:batch_dims + k])."""
+    shape = tuple(_static_dim(node, d, f"{node.op_type} data") for d in data.shape)
+    k = _static_dim(node, idx.shape[-1], f"{node.op_type} index depth")
+    lead = shape[batch_dims:batch_dims + k]
+    idx = idx if idx.dtype == "int64" else b.cast(idx, dtype="int64")
+    dims = b.const(np.array(lead, dtype=np.int64), "int64")
+    idx = b.where(b.lt(idx, b.const(0, "int64")), b.add(idx, dims), idx)
+    strides = np.array([int(np.prod(lead[j + 1:])) for j in range(k)], dtype=np.int64)
+    lin = b.reduce_sum(b.mul(idx, b.const(strides, "int64")), axes=(-1,), keepdims=False)
+    if batch_dims:
+        bshape = shape[:batch_dims]
+        nb = int(np.prod(bshape))
+        offs = (np.arange(nb, dtype=np.int64) * int(np.prod(lead))).reshape(
+            bshape + (1,) * (idx.rank - 1 - batch_dims))
+        lin = b.add(lin, b.const(offs, "int64"))
+    rows = int(np.prod(shape[:batch_dims + k]))
+    flat = b.reshape(data, shape=(rows,) + shape[batch_dims + k:])
+    return flat, lin, shape[batch_dims + k:]
+
+
+@op("GatherND")
+def _gather_nd(ctx, node):
+    b = ctx.b
+    data, idx = ctx.value(node, 0), ctx.value(node, 1)
+    flat, lin, _ = _nd_linear(b, node, data, idx, ctx.attr(node, "batch_dims", 0))
+    return b.gather(flat, lin, axis=0)
+
+
+@op("ScatterND")
+def _scatter_nd(ctx, node):
+    b = ctx.b
+    data, idx, upd = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    flat, lin, rest = _nd_linear(b, node, data, idx, 0)
+    m = int(np.prod([_static_dim(node, d, "ScatterND indices") for d in lin.shape]))
+    lin = b.reshape(lin, shape=(m,) + (1,) * len(rest))
+    lin = b.expand(lin, shape=(m,) + tuple(rest)) if rest else lin
+    upd = b.reshape(upd, shape=(m,) + tuple(rest))
+    reduction = ctx.attr(node, "reduction", "none")
+    if reduction == "add":
+        out = b.scatter_add(flat, lin, upd, axis=0)
+    elif reduction in ("mul", "max", "min"):
+        out = _scatter_reduce(b, node, flat, lin, upd, 0, reduction)
+    elif reduction == "none":
+        hit = b.scatter_add(b.full(shape=flat.shape, value=0, dtype="int64"), lin,
+                            b.full(shape=lin.shape, value=1, dtype="int64"), axis=0)
+        kind = flat.dtype if flat.dtype != "bool" else "int64"
+        vals = b.scatter_add(b.full(shape=flat.shape, value=0, dtype=kind), lin,
+                             upd if flat.dtype != "bool" else b.cast(upd, dtype="int64"), axis=0)
+        if flat.dtype == "bool":
+            vals = b.cast(vals, dtype="bool")
+        out = b.where(b.gt(hit, b.const(0, "int64")), vals, flat)
+    else:
+        _unsup(node, f"ScatterND reduction {reduction!r}")
+    return b.reshape(out, shape=data.shape)
+
+
+_QUANT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-32768, 32767)}
+
+
+def _quant_param(b, node, p, x, axis, block):
+    """Scale / zero point broadcastable against x (per tensor, axis or block)."""
+    if p.rank == 0 or (p.rank == 1 and p.shape[0] == 1 and not block):
+        return p if p.rank == 0 else b.reshape(p, shape=())
+    axis = norm_axis(axis, x.rank)
+    if not block:
+        return b.reshape(p, shape=tuple(p.shape[0] if i == axis else 1 for i in range(x.rank)))
+    n = _static_dim(node, x.shape[axis], "blocked quantization")
+    parts = _static_dim(node, p.shape[axis], "blocked quantization")
+    e = b.unsqueeze(p, axes=(axis + 1,))
+    e = b.expand(e, shape=p.shape[:axis + 1] + (block,) + p.shape[axis + 1:])
+    e = b.reshape(e, shape=p.shape[:axis] + (parts * block,) + p.shape[axis + 1:])
+    return b.slice(e, starts=(0,), ends=(n,), axes=(axis,)) if parts * block != n else e
+
+
+@op("DequantizeLinear")
+def _dequantize(ctx, node):
+    b = ctx.b
+    x, scale, zp = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    axis, block = ctx.attr(node, "axis", 1), ctx.attr(node, "block_size", 0)
+    out = ctx.attr(node, "output_dtype")
+    dtype = ir_dtype(out, describe(node)) if out else scale.dtype
+    s = _quant_param(b, node, scale, x, axis, block)
+    xf = b.cast(x, dtype="float32")
+    if zp is not None:
+        xf = b.sub(xf, b.cast(_quant_param(b, node, zp, x, axis, block), dtype="float32"))
+    y = b.mul(xf, b.cast(s, dtype="float32") if s.dtype != "float32" else s)
+    return y if dtype == "float32" else b.cast(y, dtype=dtype)
+
+
+@op("QuantizeLinear")
+def _quantize(ctx, node):
+    b = ctx.b
+    x, scale, zp = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    axis, block = ctx.attr(node, "axis", 1), ctx.attr(node, "block_size", 0)
+    out = ctx.attr(node, "output_dtype")
+    dtype = zp.dtype if zp is not None else (ir_dtype(out, describe(node)) if out else "uint8")
+    if dtype not in _QUANT_RANGES:
+        _unsup(node, f"quantizing to {dtype} (uint8, int8, int16)")
+    precision = ctx.attr(node, "precision")
+    work = ir_dtype(precision, describe(node)) if precision else x.dtype
+    xs = x if x.dtype == work else b.cast(x, dtype=work)
+    s = _quant_param(b, node, scale, x, axis, block)
+    q = b.round(b.div(xs, s if s.dtype == work else b.cast(s, dtype=work)))
+    if zp is not None:
+        q = b.add(q, b.cast(_quant_param(b, node, zp, x, axis, block), dtype=work))
+    lo, hi = _QUANT_RANGES[dtype]
+    return b.cast(b.clip(q, min=float(lo), max=float(hi)), dtype=dtype)

@@ -83,7 +83,7 @@ def from_exported_program(ep, name="model", dim_names=None):
                 if not isinstance(d, int):
                     sym = str(d.node.expr)
                     arg = user_names.get(n.name, n.name)
-                    symbols.setdefault(sym, (dim_names or {}).get(arg, {}).get(axis, sym))
+                    symbols.setdefault(sym, (dim_names or {}).get(arg, {}).get(axis, f"{arg}_dim{axis}"))
     for n in placeholders:
         spec = kinds.get(n.name)
         kind = spec.kind.name if spec is not None else "USER_INPUT"

@@ -27,30 +27,86 @@ def _parser():
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    c = sub.add_parser("convert", help="convert a model file (to ONNX by default)")
-    c.add_argument("src", help="model file: .irz or .onnx")
+    c = sub.add_parser("convert", help="convert a model file (to ONNX by default)",
+                       description="Convert a model file. .pt2 files (torch.export.save) convert "
+                                   "without running code. Pickled modules (torch.save(model)) and "
+                                   "TorchScript archives run code from the file when loaded: they "
+                                   "are refused unless --trust-code.")
+    c.add_argument("src", help="model file: .pt2, .pt/.pth, .onnx or .irz")
     c.add_argument("-o", "--output", help="output path (default: SRC's stem with the new extension)")
     c.add_argument("--to", choices=["onnx", "irz"], default="onnx")
     c.add_argument("--opset", type=int, help="ONNX opset (17-21, default 18)")
     c.add_argument("--verify", action="store_true",
                    help="run the numpy runtime and onnxruntime on random inputs and compare")
     c.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _source_options(c)
 
     i = sub.add_parser("inspect", help="show inputs, outputs, parameters and ops of a model")
     i.add_argument("file")
     i.add_argument("--text", action="store_true", help="print the IR text form too")
+    _source_options(i)
 
     r = sub.add_parser("run", help="run a model on inputs from .npy files")
     r.add_argument("file")
-    r.add_argument("--input", action="append", default=[], metavar="NAME=PATH.npy")
+    r.add_argument("--input", dest="feeds", action="append", default=[], metavar="NAME=PATH.npy")
     r.add_argument("--backend", choices=["numpy", "onnxruntime"], default="numpy")
     r.add_argument("-o", "--output", help="save outputs to this .npz instead of printing")
     r.add_argument("--force", action="store_true")
+    r.add_argument("--trust-code", action="store_true", help="see convert --help")
 
-    v = sub.add_parser("verify", help="compare the numpy runtime with onnxruntime on random inputs")
+    v = sub.add_parser("verify", help="compare the source framework, the numpy runtime and "
+                                      "onnxruntime on random inputs")
     v.add_argument("file")
     v.add_argument("--opset", type=int)
+    _source_options(v)
     return p
+
+
+def _source_options(p):
+    p.add_argument("--input", dest="inputs", action="append", default=[], type=_input_spec,
+                   metavar="NAME:SHAPE[:DTYPE]",
+                   help="example input for pickled/TorchScript modules, e.g. x:1x3x224x224:float32")
+    p.add_argument("--dynamic", action="append", default=[], type=_dynamic_spec, metavar="NAME:AXIS=SYMBOL",
+                   help="make an input axis symbolic, e.g. x:0=batch")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow loading files that run code when opened (pickled modules, TorchScript)")
+
+
+def _input_spec(text):
+    from irtool.ir.dtypes import DTYPES
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224")
+    try:
+        shape = tuple(int(d) for d in parts[1].replace(",", "x").split("x") if d != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: shape must be ints joined by x, e.g. 1x3x224x224") from None
+    if any(d < 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"{text!r}: negative dim")
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if dtype not in DTYPES:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown dtype {dtype!r}; one of {', '.join(DTYPES)}")
+    return parts[0], shape, dtype
+
+
+def _dynamic_spec(text):
+    name, sep, rest = text.partition(":")
+    axis, eq, symbol = rest.partition("=")
+    if not (sep and eq and name and symbol.isidentifier()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:AXIS=SYMBOL, e.g. x:0=batch")
+    try:
+        return name, int(axis), symbol
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: AXIS must be an int") from None
+
+
+def _open(args, path):
+    from irtool.sources import open_model
+    dynamic = {}
+    for name, axis, symbol in getattr(args, "dynamic", []):
+        dynamic.setdefault(name, {})[axis] = symbol
+    return open_model(path, trust_code=getattr(args, "trust_code", False),
+                      inputs=getattr(args, "inputs", ()), dynamic=dynamic or None)
 
 
 def main(argv=None):
@@ -93,34 +149,32 @@ def _out_path(src, output, ext, force):
     return output
 
 
-def _status(msg):
-    if sys.stderr.isatty():
-        print(msg, file=sys.stderr, flush=True)
+from irtool.progress import Progress  # noqa: E402
 
 
 def cmd_convert(args):
-    from irtool.sources import open_model
     out = _out_path(args.src, args.output, "." + args.to, args.force)
-    _status(f"reading {args.src} ...")
-    graph = open_model(args.src)
+    with Progress(f"reading {args.src}"):
+        graph, reference = _open(args, args.src)
     if args.to == "onnx":
-        from irtool.exporters.onnx import export_onnx
-        _status(f"exporting {len(graph.nodes)} ops to ONNX ...")
-        model = export_onnx(graph, None, opset=args.opset)
+        from irtool.exporters.onnx import export_onnx, write_model
+        with Progress(f"exporting {len(graph.nodes)} ops to ONNX"):
+            model = export_onnx(graph, None, opset=args.opset)
         if args.verify:
-            _verify(graph, model)
-        from irtool.exporters.onnx import write_model
+            _verify(graph, model, reference=reference)
         write_model(model, out)
     else:
         from irtool.ir.serialize import save
         if args.verify:
-            _verify(graph, None)
+            _verify(graph, None, reference=reference)
         save(graph, out)
     print(f"wrote {out}")
     return 0
 
 
-def _verify(graph, model, opset=None):
+def _verify(graph, model, opset=None, reference=None):
+    """Source framework (when there is one) vs numpy runtime vs onnxruntime
+    on the same random inputs; raises when any pair differs beyond tolerance."""
     import onnxruntime as ort
 
     from irtool.compare import differences, random_inputs, table, within_tolerance
@@ -128,26 +182,37 @@ def _verify(graph, model, opset=None):
     from irtool.runtime import run
     model = model or export_onnx(graph, None, opset=opset)
     inputs = random_inputs(graph)
-    ref = run(graph, inputs)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {i.name: a for i, a in zip(model.graph.input, inputs)})
+    with Progress("verifying"):
+        ours = run(graph, inputs)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {i.name: a for i, a in zip(model.graph.input, inputs)})
+        source = reference(inputs) if reference else None
     names = [v.name for v in graph.outputs]
-    print(table([("numpy vs onnxruntime", differences(names, ref, got))]))
-    if not within_tolerance(ref, got):
-        raise IRToolError("verification failed: onnxruntime results differ from the numpy runtime "
-                          "beyond tolerance (rtol 1e-4, atol 1e-5)")
+    rows = []
+    pairs = []
+    if source is not None:
+        rows.append(("source vs numpy runtime", differences(names, source, ours)))
+        rows.append(("source vs onnxruntime", differences(names, source, got)))
+        pairs += [(source, ours), (source, got)]
+    rows.append(("numpy vs onnxruntime", differences(names, ours, got)))
+    pairs.append((ours, got))
+    print(table(rows))
+    if source is not None and len(source) != len(ours):
+        raise IRToolError(f"verification failed: the source model returns {len(source)} outputs, "
+                          f"the converted one {len(ours)}")
+    if not all(within_tolerance(a, b) for a, b in pairs):
+        raise IRToolError("verification failed: results differ beyond tolerance (rtol 1e-4, atol 1e-5)")
     print("verify: ok")
 
 
 def cmd_verify(args):
-    from irtool.sources import open_model
-    _verify(open_model(args.file), None, args.opset)
+    graph, reference = _open(args, args.file)
+    _verify(graph, None, args.opset, reference)
     return 0
 
 
 def cmd_inspect(args):
-    from irtool.sources import open_model
-    g = open_model(args.file)
+    g, _ = _open(args, args.file)
     print(f"model: {args.file}  ({len(g.nodes)} ops)")
     print("inputs:")
     for v in g.inputs:
@@ -168,11 +233,10 @@ def cmd_inspect(args):
 
 def cmd_run(args):
     from irtool.runtime import run
-    from irtool.sources import open_model
-    g = open_model(args.file)
+    g, _ = _open(args, args.file)
     out = _out_path(args.file, args.output, ".npz", args.force) if args.output else None
     feeds = {}
-    for item in args.input:
+    for item in args.feeds:
         name, sep, path = item.partition("=")
         if not sep:
             raise UsageError(f"--input {item!r}: expected NAME=PATH.npy")

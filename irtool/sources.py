@@ -1,15 +1,16 @@
-"""Open any model file the CLI accepts and return an IR Graph.
+"""Open any model file the CLI accepts: an IR Graph plus, for framework
+files, a reference runner (the source framework itself) for --verify.
 
-Dispatch is by file type: `.irz` (irtool's own format) and `.onnx`. Files
-that would execute code when loaded are never opened here without trust.
+Dispatch is by file type. Files that would execute code when loaded
+(pickled modules, TorchScript) are refused unless `trust_code`.
 """
 import os
 
 from irtool.errors import FileFormatError, UnsupportedError
 
-FORMATS = {".irz": "irtool graph", ".onnx": "ONNX model"}
-PLANNED = {".pt": "PyTorch", ".pt2": "PyTorch ExportedProgram", ".keras": "Keras",
-           ".h5": "Keras HDF5", ".pb": "TensorFlow"}
+FORMATS = {".irz": "irtool graph", ".onnx": "ONNX model", ".pt2": "PyTorch ExportedProgram",
+           ".pt": "PyTorch file", ".pth": "PyTorch file"}
+PLANNED = {".keras": "Keras", ".h5": "Keras HDF5", ".pb": "TensorFlow"}
 
 
 def kind_of(path):
@@ -19,7 +20,10 @@ def kind_of(path):
     return os.path.splitext(path)[1].lower()
 
 
-def open_model(path):
+def open_model(path, trust_code=False, inputs=(), dynamic=None):
+    """(graph, reference) for a model file; reference is None for formats
+    with no framework to compare against (.irz, .onnx is compared through
+    onnxruntime by the caller)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileFormatError(f"{path}: no such file")
@@ -35,6 +39,13 @@ def open_model(path):
         raise FileFormatError(f"{path}: file is empty")
     if kind == ".irz":
         from irtool.ir.serialize import load
-        return load(path)
-    from irtool.frontends.onnx_import import import_onnx
-    return import_onnx(path)
+        return load(path), None
+    if kind == ".onnx":
+        from irtool.frontends.onnx_import import import_onnx
+        return import_onnx(path), None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UnsupportedError(f"{path}: reading PyTorch files needs torch: pip install torch") from None
+    from irtool.frontends.torch_files import convert_file
+    return convert_file(path, trust_code=trust_code, input_specs=inputs, dynamic=dynamic)

@@ -57,21 +57,9 @@ class Plan:
     def __call__(self, inputs):
         slots = [None] * self.nslots
         env = {}
-        if len(inputs) != len(self.inputs):
-            raise IRTypeError(f"graph takes {len(self.inputs)} inputs "
-                              f"({', '.join(v.name for _, v in self.inputs)}), got {len(inputs)}")
-        for (s, v), arr in zip(self.inputs, inputs):
-            arr = np.asarray(arr)
-            if arr.dtype != np_dtype(v.dtype):
-                raise IRTypeError(f"input {v.name!r} must be {v.dtype}, got {arr.dtype}")
-            err = bind(v.shape, arr.shape, env)
-            if err:
-                raise IRTypeError(f"input {v.name!r}: {err}")
+        arrays, env = check_inputs([v for _, v in self.inputs], inputs)
+        for (s, _), arr in zip(self.inputs, arrays):
             slots[s] = arr
-        for s, v in self.inputs:        # derived dims ("4*batch") bound by later inputs
-            err = check_bound(v.shape, slots[s].shape, env)
-            if err:
-                raise IRTypeError(f"input {v.name!r}: {err}")
         for s, data in self.params:
             slots[s] = data
         given = [slots[s] for s, _ in self.inputs] + [data for _, data in self.params]
@@ -103,6 +91,28 @@ def _owned(arr, given):
     if not arr.flags.writeable or any(np.may_share_memory(arr, g) for g in given):
         return np.array(arr)
     return arr
+
+
+def check_inputs(values, inputs):
+    """Check arrays against the graph inputs' dtypes and (symbolic) shapes.
+    Returns the arrays and the symbol bindings; raises IRTypeError."""
+    if len(inputs) != len(values):
+        raise IRTypeError(f"graph takes {len(values)} inputs "
+                          f"({', '.join(v.name for v in values)}), got {len(inputs)}")
+    env, arrays = {}, []
+    for v, arr in zip(values, inputs):
+        arr = np.asarray(arr)
+        if arr.dtype != np_dtype(v.dtype):
+            raise IRTypeError(f"input {v.name!r} must be {v.dtype}, got {arr.dtype}")
+        err = bind(v.shape, arr.shape, env)
+        if err:
+            raise IRTypeError(f"input {v.name!r}: {err}")
+        arrays.append(arr)
+    for v, arr in zip(values, arrays):      # derived dims ("4*batch") bound by later inputs
+        err = check_bound(v.shape, arr.shape, env)
+        if err:
+            raise IRTypeError(f"input {v.name!r}: {err}")
+    return arrays, env
 
 
 def _has_symbol(v):

@@ -2,10 +2,7 @@
 
 Sessions are cached on the graph object per device, so repeated runs do not
 re-export. device="cuda" needs onnxruntime-gpu and a visible GPU."""
-import numpy as np
-
-from irtool.errors import IRToolError, IRTypeError
-from irtool.ir.dtypes import np_dtype
+from irtool.errors import IRToolError, RuntimeFailure
 
 
 def providers_for(device):
@@ -37,13 +34,10 @@ def session_for(graph, device="cpu", opset=None):
 
 
 def run_ort(graph, inputs, device="cpu"):
+    from irtool.runtime.interpreter import check_inputs
+    arrays, _ = check_inputs(graph.inputs, inputs)
     sess = session_for(graph, device)
-    if len(inputs) != len(graph.inputs):
-        raise IRTypeError(f"graph takes {len(graph.inputs)} inputs, got {len(inputs)}")
-    feed = {}
-    for v, a in zip(graph.inputs, inputs):
-        a = np.asarray(a)
-        if a.dtype != np_dtype(v.dtype):
-            raise IRTypeError(f"input {v.name!r} must be {v.dtype}, got {a.dtype}")
-        feed[v.name] = a
-    return sess.run(None, feed)
+    try:
+        return sess.run(None, {v.name: a for v, a in zip(graph.inputs, arrays)})
+    except Exception as e:  # noqa: BLE001 - onnxruntime's errors are untyped
+        raise RuntimeFailure(f"onnxruntime failed on {graph.name}: {str(e).strip().splitlines()[0]}") from e

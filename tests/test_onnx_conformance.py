@@ -29,8 +29,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 import irtool  # noqa: E402
-from irtool.frontends.onnx_import import ONNX_DTYPES, DynamicInputError  # noqa: E402
-from irtool.frontends.onnx_ops import supported_op_types  # noqa: E402
+from irtool.frontends.onnx_import import ONNX_DTYPES, DynamicInputError, unsupported_ops  # noqa: E402
 
 RTOL, ATOL = 1e-3, 1e-5
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,7 +100,6 @@ def _load_cases():
 
 CASES = _load_cases()
 XFAIL = expected_failures()
-SUPPORTED = supported_op_types()
 
 
 def _to_array(v):
@@ -117,11 +115,7 @@ def _to_array(v):
 
 def skip_reason(model, ins, outs):
     """Why a case cannot run here (unmapped ops, dtypes, non-tensors), or None."""
-    bad = {}
-    for n in model.graph.node:
-        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
-        if key not in SUPPORTED:
-            bad[key] = bad.get(key, 0) + 1
+    bad = unsupported_ops(model)
     if bad:
         return "unsupported ops: " + ", ".join(sorted(bad))
     g = model.graph
@@ -187,7 +181,10 @@ def import_freezing(model, feeds):
         try:
             return irtool.import_onnx(model)
         except DynamicInputError as e:
-            names = [n for n in _graph_inputs_behind(model, e.value_name) if n in feeds and n not in frozen]
+            behind = {n for v in e.value_names for n in _graph_inputs_behind(model, v)}
+            names = [n for n in sorted(behind) if n in feeds and n not in frozen]
+            ints = [n for n in names if feeds[n].dtype.kind in "iu"]
+            names = ints or names           # shape-like integer inputs first
             if not names:
                 raise
         m = onnx.ModelProto()
