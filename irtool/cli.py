@@ -112,6 +112,9 @@ def _open(args, path):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    if not debug:
+        import warnings
+        warnings.simplefilter("ignore")      # framework deprecation chatter is not the user's concern
     try:
         args = _parser().parse_args(argv)
         if args.command is None:
@@ -184,7 +187,9 @@ def _verify(graph, model, opset=None, reference=None):
     inputs = random_inputs(graph)
     with Progress("verifying"):
         ours = run(graph, inputs)
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         got = sess.run(None, {i.name: a for i, a in zip(model.graph.input, inputs)})
         source = reference(inputs) if reference else None
     names = [v.name for v in graph.outputs]

@@ -209,6 +209,7 @@ def test_node(name):
     names = [vi.name for vi in model.graph.input if vi.name not in inits]
     feeds = {n: _to_array(v) for n, v in zip(names, ins)}
     graph = import_freezing(model, feeds)
+    irtool.verify(graph)
     got = irtool.run(graph, {v.name: feeds[v.name] for v in graph.inputs})
     want = [_to_array(v) for v in outs]
     assert len(got) == len(want)

@@ -247,6 +247,12 @@ CASES = [
     ("depth_to_space", "DepthToSpace", [f32(1, 8, 2, 3)], {"blocksize": 2, "mode": "CRD"}, 17, 1),
     ("space_to_depth", "SpaceToDepth", [f32(1, 2, 4, 6)], {"blocksize": 2}, 17, 1),
     ("hardmax", "Hardmax", [x234], {"axis": 1}, 17, 1),
+    ("attention_causal", "Attention", [f32(2, 3, 5, 4), f32(2, 3, 6, 4), f32(2, 3, 6, 4)], {"is_causal": 1}, 23, 1),
+    ("attention_bool_mask", "Attention", [f32(2, 3, 5, 4), f32(2, 3, 6, 4), f32(2, 3, 6, 4), RNG.random((5, 6)) > 0.3], {}, 23, 1),
+    ("attention_3d_gqa", "Attention", [f32(2, 5, 8), f32(2, 6, 4), f32(2, 6, 4)], {"q_num_heads": 4, "kv_num_heads": 2}, 23, 1),
+    ("attention_past", "Attention", [f32(1, 2, 3, 4), f32(1, 2, 3, 4), f32(1, 2, 3, 4), None, f32(1, 2, 2, 4), f32(1, 2, 2, 4)], {"is_causal": 1}, 23, 3),
+    ("rms_norm", "RMSNormalization", [x234, K(f32(4))], {"epsilon": 1e-3}, 23, 1),
+    ("rotary_embedding", "RotaryEmbedding", [f32(1, 3, 2, 4), K(f32(4, 2)), K(f32(4, 2)), K(np.array([[0, 3]], np.int64))], {}, 23, 1),
     # misc
     ("identity", "Identity", [x23], {}, 17, 1),
     ("dropout", "Dropout", [x23], {}, 17, 1),

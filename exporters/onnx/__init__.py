@@ -45,8 +45,10 @@ def to_model(graph, opset=None, optimize=True):
     if missing:
         raise UnsupportedError("no ONNX lowering for: " + ", ".join(f"{k} (x{v})" for k, v in missing.items()))
     ctx = LoweringContext(graph, opset)
+    outputs = set(graph.outputs)
     for name, p in graph.params.items():
-        ctx.initializer(name, p.data)
+        if p.value.uses or p.value in outputs:   # unused buffers (num_batches_tracked) stay out
+            ctx.initializer(name, p.data)
     for v in graph.inputs:
         if v.name in graph.params:
             raise ExportError(f"name {v.name!r} is both an input and a param")

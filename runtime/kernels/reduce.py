@@ -2,6 +2,7 @@
 and prod and means to float64: every kernel casts back to the rule's dtype."""
 import numpy as np
 
+from irtool.ir.dtypes import np_dtype
 from irtool.ir.ops import reduce as ops
 
 
@@ -39,6 +40,17 @@ def _topk(x, k, axis=-1, largest=True):
     return np.take_along_axis(x, idx, axis=axis), idx
 
 
+_HALF = (np.dtype(np.float16), np_dtype("bfloat16"))
+
+
+def _matmul(a, c):
+    # 16-bit floats: accumulate in float32 (as BLAS-backed runtimes do) and
+    # round once; numpy would return float32 for bfloat16 and crawl on float16
+    if a.dtype in _HALF:
+        return np.matmul(a.astype(np.float32), c.astype(np.float32)).astype(a.dtype)
+    return np.asarray(np.matmul(a, c))
+
+
 KERNELS = {
     ops.REDUCE_SUM: _reducer(np.sum),
     ops.REDUCE_MEAN: _reducer(np.mean),
@@ -49,5 +61,5 @@ KERNELS = {
     ops.ARGMIN: _arg(np.argmin),
     ops.CUMSUM: _cumsum,
     ops.TOPK: _topk,
-    ops.MATMUL: lambda a, c: np.asarray(np.matmul(a, c)),
+    ops.MATMUL: _matmul,
 }
