@@ -27,7 +27,7 @@ from onnx import TensorProto, numpy_helper
 
 from irtool.errors import FileFormatError, IRToolError, UnsupportedError
 from irtool.ir.builder import Builder
-from irtool.ir.dtypes import is_float, np_dtype
+from irtool.ir.dtypes import check_dtype, is_float, np_dtype
 from irtool.ir.graph import Value
 from irtool.ir.transform import prune
 
@@ -91,7 +91,7 @@ def tensor_to_array(t, base_dir, what=None):
         arr = numpy_helper.to_array(t)
     except Exception as e:  # noqa: BLE001
         raise FileFormatError(f"{what}: cannot decode tensor data: {e}") from None
-    return np.array(arr, order="C", copy=None) if arr.flags.c_contiguous else np.array(arr, order="C")
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 def _with_external_data(t, base_dir, what):
@@ -132,8 +132,8 @@ def _with_external_data(t, base_dir, what):
     if offset < 0 or length < 0 or offset + length > size:
         raise FileFormatError(f"{what}: external data range offset={offset} length={length} is past "
                               f"the end of {location!r} ({size} bytes)")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise FileFormatError(f"{what}: external data {location!r} is not a regular file")
@@ -355,7 +355,10 @@ def _sym_mul(a, c):
 def _sym_div(a, c):
     from irtool.ir.shapes import div_dims
     if isinstance(a, int) and isinstance(c, int):
-        return int(np.trunc(a / c)) if c else None
+        if c == 0:
+            return None
+        q = abs(a) // abs(c)           # ONNX integer Div truncates toward zero
+        return q if (a < 0) == (c < 0) else -q
     return div_dims(a, c)
 
 
@@ -645,7 +648,7 @@ def import_onnx(path_or_model):
         ctx.values[vi.name] = b.input(vi.name, dtype, tuple(ctx.dim(d) for d in tt.shape.dim))
     for name, t in inits.items():
         arr = tensor_to_array(t, base_dir, f"initializer {name!r}")
-        ctx.values[name] = b.param(name, arr, trainable=is_float(str(_ir_of(arr))))
+        ctx.values[name] = b.param(name, arr, trainable=is_float(check_dtype(arr.dtype)))
     for n in g.node:                       # reserve ONNX names: generated names never take them
         for o in n.output:
             if o and o not in b._names:
@@ -653,10 +656,16 @@ def import_onnx(path_or_model):
     for n in g.node:
         _import_any(ctx, n, OPS)
     outputs = []
+    out_names = {vi.name for vi in g.output}
     for vi in g.output:
         if vi.name not in ctx.values:
             raise FileFormatError(f"graph output {vi.name!r} is not produced by any node")
-        outputs.append(ctx.values[vi.name])
+        v = ctx.values[vi.name]
+        # an elided op (Identity, a no-op Reshape...) left the output under its input's
+        # name: take the graph output's name when that input is an intermediate
+        if v.name != vi.name and v.producer is not None and v.name not in out_names:
+            v.name = vi.name
+        outputs.append(v)
     graph = b.build(outputs, name=g.name or "onnx")
     prune(graph)
     used = {id(v) for n in graph.nodes for v in n.inputs} | {id(v) for v in graph.outputs}
@@ -768,11 +777,6 @@ def _with_defaults(node, schema):
         if name not in have and attr.default_value.name:
             out.attribute.append(attr.default_value)
     return out
-
-
-def _ir_of(arr):
-    from irtool.ir.dtypes import check_dtype
-    return check_dtype(arr.dtype)
 
 
 def _import_node(ctx, node, fn):

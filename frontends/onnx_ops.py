@@ -17,8 +17,10 @@ import math
 import numpy as np
 
 from irtool.errors import UnsupportedError
-from irtool.frontends.onnx_import import describe, ir_dtype
-from irtool.ir.dtypes import is_float, is_int
+from irtool.frontends.onnx_import import describe, ir_dtype, tensor_to_array
+from irtool.ir.dtypes import check_dtype, is_float, is_int, np_dtype
+from irtool.ir.graph import Attrs
+from irtool.ir.opdef import get_op
 from irtool.ir.shapes import broadcast, mul_dims, norm_axis
 
 OPS = {}
@@ -44,6 +46,11 @@ def _unsup(node, what):
 
 def _const(b, value, like):
     return b.const(value, like.dtype)
+
+
+def _np(v):
+    """numpy dtype of an IR Value."""
+    return np_dtype(v.dtype)
 
 
 def _static_ints(ctx, node, i, what):
@@ -79,13 +86,11 @@ def _constant(ctx, node):
             arr = _sparse_to_dense(ctx, node, a.sparse_tensor)
         else:
             _unsup(node, f"Constant attribute {a.name!r} (strings) is not supported")
-        from irtool.ir.dtypes import check_dtype
         return b.const(arr, check_dtype(arr.dtype))
     _unsup(node, "Constant without a value")
 
 
 def _sparse_to_dense(ctx, node, sp):
-    from irtool.frontends.onnx_import import tensor_to_array
     values = tensor_to_array(sp.values, ctx.base_dir, f"{describe(node)} sparse values")
     idx = tensor_to_array(sp.indices, ctx.base_dir, f"{describe(node)} sparse indices")
     dims = tuple(sp.dims)
@@ -572,14 +577,12 @@ def _reduction(build, attr_until=18, empty=None):
 
 
 def _lowest(dtype):
-    from irtool.ir.dtypes import np_dtype
     if dtype == "bool":
         return False
     return -np.inf if is_float(dtype) else np.iinfo(np_dtype(dtype)).min.item()
 
 
 def _highest(dtype):
-    from irtool.ir.dtypes import np_dtype
     if dtype == "bool":
         return True
     return np.inf if is_float(dtype) else np.iinfo(np_dtype(dtype)).max.item()
@@ -704,7 +707,8 @@ def _reshape(ctx, node):
                     _unsup(node, f"shape {tuple(shape)} copies dim {i} of a rank-{x.rank} input")
                 shape[i] = x.shape[i]
     shape = tuple(shape)
-    return x if shape == x.shape else ctx.b.reshape(x, shape=shape)
+    same = get_op("reshape").infer([x.type], Attrs({"shape": shape}))[0].shape == x.shape
+    return x if same else ctx.b.reshape(x, shape=shape)
 
 
 @op("Flatten")
@@ -957,7 +961,6 @@ def _constant_of_shape(ctx, node):
     value = ctx.attr(node, "value")
     if value is None:
         value = np.zeros((1,), np.float32)
-    from irtool.ir.dtypes import check_dtype
     dtype = check_dtype(value.dtype)
     v = value.reshape(-1)[0].item()
     if all(isinstance(d, int) for d in shape):
@@ -1012,11 +1015,6 @@ def _trilu(ctx, node):
     upper = ctx.attr(node, "upper", 1)
     mask = np.triu(np.ones((n, m), bool), int(k)) if upper else np.tril(np.ones((n, m), bool), int(k))
     return b.where(b.const(mask, "bool"), x, b.const(np.zeros((), dtype=_np(x)), x.dtype))
-
-
-def _np(v):
-    from irtool.ir.dtypes import np_dtype
-    return np_dtype(v.dtype)
 
 
 @op("DepthToSpace")
@@ -1810,7 +1808,6 @@ def _eye_like(ctx, node):
     n, m = (_static_dim(node, d, "EyeLike") for d in x.shape)
     to = ctx.attr(node, "dtype")
     dtype = x.dtype if to is None else ir_dtype(to, describe(node))
-    from irtool.ir.dtypes import np_dtype
     return ctx.b.const(np.eye(n, m, ctx.attr(node, "k", 0), dtype=np_dtype(dtype)), dtype)
 
 

@@ -372,6 +372,26 @@ def test_shape_arithmetic_is_folded_with_symbolic_dims():
         assert_same(irtool.run(g, feeds), run_ort(model, feeds))
 
 
+def test_symbolic_range_and_slice_bounds():
+    """Range(0, n) and Slice(x, 1, n) where n = Shape(x)[0] is a symbolic dim."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    nodes = [helper.make_node("Shape", ["x"], ["s"], end=1),
+             helper.make_node("Squeeze", ["s", "axes0"], ["n"]),
+             helper.make_node("Range", ["zero", "n", "one"], ["r"]),
+             helper.make_node("Slice", ["x", "one1", "s", "axes0"], ["tail"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT)]
+    inits = [numpy_helper.from_array(np.int64(0), "zero"), numpy_helper.from_array(np.int64(1), "one"),
+             numpy_helper.from_array(i64(1), "one1"), numpy_helper.from_array(i64(0), "axes0")]
+    outs = [onnx.ValueInfoProto(name="rf"), onnx.ValueInfoProto(name="tail")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], outs, inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    g = irtool.import_onnx(model)
+    assert g.outputs[0].shape == ("n",)
+    for n in (2, 5):
+        feeds = {"x": f32(n, 4)}
+        assert_same(irtool.run(g, feeds), run_ort(model, feeds))
+
+
 def test_dynamic_shape_input_is_reported():
     model, _ = one_op_model("Reshape", [x234, i64(4, 6)])
     model.graph.node[0].name = "my_reshape"

@@ -57,19 +57,20 @@ class LoweringContext:
         return outs[0] if len(outs) == 1 else outs
 
     def const(self, array, dtype=None, name="const"):
-        """An initializer holding `array` (deduplicated by content)."""
+        """A Constant node holding `array` (deduplicated by content). Constants
+        are nodes and parameters are initializers, so an importer can tell
+        them apart (parameters stay trainable, constants do not)."""
         arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
         key = (arr.dtype.str, arr.shape, arr.tobytes())
         if key not in self._consts:
-            self._consts[key] = self.initializer(self.fresh(name), arr)
+            out = self.fresh(name)
+            self.nodes.append(helper.make_node("Constant", [], [out], name=self.fresh("n_Constant"),
+                                               value=tensor_proto(out, arr)))
+            self._consts[key] = out
         return self._consts[key]
 
     def initializer(self, name, arr):
-        t = numpy_helper.from_array(np.asarray(arr, order="C"), name)
-        if arr.dtype == np_dtype("bfloat16"):
-            t = helper.make_tensor(name, TensorProto.BFLOAT16, arr.shape,
-                                   arr.view(np.uint16).ravel().tolist(), raw=False)
-        self.initializers.append(t)
+        self.initializers.append(tensor_proto(name, arr))
         return name
 
     def ints(self, values):
@@ -143,6 +144,13 @@ class LoweringContext:
         model = helper.make_model(graph, opset_imports=opsets, producer_name="irtool",
                                   ir_version=helper.find_min_ir_version_for(opsets))
         return model
+
+
+def tensor_proto(name, arr):
+    if arr.dtype == np_dtype("bfloat16"):
+        return helper.make_tensor(name, TensorProto.BFLOAT16, arr.shape,
+                                  arr.view(np.uint16).ravel().tolist(), raw=False)
+    return numpy_helper.from_array(np.asarray(arr, order="C"), name)
 
 
 def _signed_terms(expr):
