@@ -787,7 +787,7 @@ def _import_node(ctx, node, fn):
         outs = fn(ctx, node)
     except IRToolError:
         raise
-    except (ValueError, TypeError, IndexError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - a malformed node: one clear line naming it
         raise UnsupportedError(f"{describe(node)}: cannot import: {type(e).__name__}: {e}") from e
     finally:
         b.source = None

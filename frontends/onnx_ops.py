@@ -10,7 +10,9 @@ model's default-domain opset: handlers branch on it where ONNX moved an
 attribute to an input (Reduce* axes, Squeeze/Unsqueeze axes, Split, Slice,
 Pad, Clip, TopK's K, Dropout's ratio, Softmax's axis semantics).
 
-Ops without a direct IR op are composed from IR ops here.
+Ops without a direct IR op are composed from IR ops here. Standard ops that
+are missing here but that ONNX defines as functions are imported through
+their function bodies by onnx_import (see `unsupported_ops`).
 """
 import math
 
@@ -116,9 +118,7 @@ def _dropout(ctx, node):
     ratio = ctx.attr(node, "ratio", 0.5)
     if ctx.opset >= 12 and len(node.input) > 1 and node.input[1]:
         ratio = float(ctx.scalar_input(node, 1, "ratio"))
-    if ctx.opset < 7 and not ctx.attr(node, "is_test", 0):
-        training = True
-    if training and ratio != 0:
+    if training and ratio != 0:      # (is_test of opsets < 7 is ignored, as runtimes do)
         _unsup(node, "Dropout in training mode is random; irtool imports inference graphs")
     outs = [x]
     if len(node.output) > 1 and node.output[1]:
@@ -1061,8 +1061,6 @@ def _batch_norm(ctx, node):
     x, w, bias, mean, var = (ctx.value(node, i) for i in range(5))
     eps = ctx.attr(node, "epsilon", 1e-5)
     training = ctx.attr(node, "training_mode", 0) if ctx.opset >= 14 else 0
-    if ctx.opset < 7 and not ctx.attr(node, "is_test", 0):
-        training = 1
     if not training:
         outs = [b.batch_norm(x, w, bias, mean, var, eps=eps)]
         return outs + [None] * (len(node.output) - 1)
