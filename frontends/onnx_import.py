@@ -10,7 +10,10 @@ this module drives it. What a reader must know:
   evaluator for Shape/Gather/Concat/... of symbolic dims). A truly dynamic
   shape input is an UnsupportedError naming the node.
 - Every unsupported op type is reported at once, with counts, before anything
-  is built.
+  is built. Standard ops without a table entry that ONNX defines as functions
+  (SwiGLU, HannWindow, CenterCropPad...) are imported through their function
+  bodies, each body node at the body's opset; If with an import-time
+  condition imports the chosen branch inline.
 - External tensor data is read only from regular files inside the model's own
   folder (no absolute paths, no '..', no symlinks, offsets inside the file).
 - Graph inputs keep their names and their dim_params (as symbolic dims);
@@ -285,6 +288,8 @@ class ImportContext:
             return tuple(s.decode("utf-8", "replace") for s in a.strings)
         if a.type == A.TENSOR:
             return tensor_to_array(a.t, self.base_dir, f"{describe(node)} attribute {a.name!r}")
+        if a.type == A.GRAPH:
+            return a.g
         if a.type == A.SPARSE_TENSOR:
             raise UnsupportedError(f"{describe(node)}: sparse tensor attribute {a.name!r} is not supported")
         raise UnsupportedError(f"{describe(node)}: attribute {a.name!r} of type "
@@ -502,6 +507,18 @@ def describe(node):
     return f"{node.op_type} node"
 
 
+def walk_nodes(nodes):
+    """The nodes and, recursively, those of their subgraph attributes (If branches)."""
+    for n in nodes:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from walk_nodes(a.g.node)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from walk_nodes(g.node)
+
+
 def _opset_of(imports):
     return next((o.version for o in imports if o.domain in DEFAULT_DOMAINS), None)
 
@@ -547,7 +564,7 @@ def expandable(op_type, opset, table, depth=0):
             body_opset = _opset_of(fp.opset_import) or opset
             ok = all(n.domain in DEFAULT_DOMAINS and
                      (n.op_type in table or expandable(n.op_type, body_opset, table, depth + 1))
-                     for n in fp.node)
+                     for n in walk_nodes(fp.node))
         elif depth < 8 and _has_typed_function(op_type, opset):
             ok = True                       # the body depends on input types: checked when expanded
         _EXPANDABLE[key] = ok
@@ -596,7 +613,7 @@ def unsupported_ops(model):
     opset = _opset_of(model.opset_import) or 1
     counts = {}
     types = None
-    for n in model.graph.node:
+    for n in walk_nodes(model.graph.node):
         key = n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}"
         if n.domain in DEFAULT_DOMAINS and n.op_type in OPS:
             continue
@@ -610,7 +627,7 @@ def unsupported_ops(model):
             except Exception:  # noqa: BLE001 - types unknown here: checked when expanded
                 continue
             body_opset = _opset_of(fp.opset_import) or opset
-            inner = [m.op_type for m in fp.node if m.domain not in DEFAULT_DOMAINS or not (
+            inner = [m.op_type for m in walk_nodes(fp.node) if m.domain not in DEFAULT_DOMAINS or not (
                 m.op_type in OPS or expandable(m.op_type, body_opset, OPS))]
             if not inner:
                 continue
@@ -714,7 +731,7 @@ def _import_function(ctx, node, table, depth):
         raise UnsupportedError(f"{describe(node)}: function bodies nest too deeply")
     body_opset = _opset_of(fp.opset_import) or opset
     missing = {}
-    for n in fp.node:
+    for n in walk_nodes(fp.node):
         if n.domain not in DEFAULT_DOMAINS or not (n.op_type in table or expandable(n.op_type, body_opset, table)):
             key = n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}"
             missing[key] = missing.get(key, 0) + 1
@@ -723,42 +740,18 @@ def _import_function(ctx, node, table, depth):
                                _unsupported_message(missing).split(": ", 1)[1])
     schema = _schema(node.op_type, opset)
     attrs = {a.name: a for a in _with_defaults(node, schema).attribute}
-    prefix = f"{node.name or node.op_type}/{node.output[0] if node.output else ''}/"
     names = {}
     for i, formal in enumerate(fp.input):
         names[formal] = node.input[i] if i < len(node.input) else ""
     for i, formal in enumerate(fp.output):
         if i < len(node.output) and node.output[i]:
             names[formal] = node.output[i]
-
-    def rename(n):
-        if n == "" or n in names:
-            return names.get(n, "")
-        names[n] = ctx.b.fresh(prefix + n)       # claimed: never generated again
-        return names[n]
-
+    prefix = f"{node.name or node.op_type}/{node.output[0] if node.output else ''}/"
+    body = localize(ctx, fp.node, names, prefix, attrs=attrs, closed=True)
     saved = ctx.opset
     try:
         ctx.opset = body_opset
-        for k, inner in enumerate(fp.node):
-            new = onnx.NodeProto()
-            new.CopyFrom(inner)
-            new.name = f"{prefix}{inner.name or inner.op_type}_{k}"
-            new.input[:] = [rename(i) for i in inner.input]
-            new.output[:] = [rename(o) for o in inner.output]
-            kept = []
-            for a in inner.attribute:
-                if a.ref_attr_name:
-                    if a.ref_attr_name in attrs:
-                        ref = onnx.AttributeProto()
-                        ref.CopyFrom(attrs[a.ref_attr_name])
-                        ref.name = a.name
-                        kept.append(ref)
-                else:
-                    kept.append(a)
-            del new.attribute[:]
-            new.attribute.extend(kept)
-            _import_any(ctx, new, table, depth + 1)
+        import_nodes(ctx, body, depth + 1)
     except DynamicInputError as e:     # name the model's values, not the body's
         raise DynamicInputError(str(e), [i for i in node.input if i]) from None
     finally:
@@ -766,6 +759,72 @@ def _import_function(ctx, node, table, depth):
     for i, o in enumerate(node.output):
         if o and o not in ctx.values:
             raise UnsupportedError(f"{describe(node)}: its function body does not produce output {i}")
+
+
+def import_nodes(ctx, nodes, depth=0):
+    """Import ONNX nodes in order (used for function bodies and If branches)."""
+    from irtool.frontends.onnx_ops import OPS
+    for n in nodes:
+        _import_any(ctx, n, OPS, depth)
+
+
+def localize(ctx, nodes, names, prefix, attrs=None, closed=False):
+    """Copies of `nodes` whose values get fresh graph-unique names: `names`
+    maps body names to outer ones and is filled for every value produced
+    here. Names not in `names` refer to the enclosing scope, unless `closed`
+    (a function body has none). Function attribute references resolve from
+    `attrs`; subgraph attributes are renamed too (their outer references
+    included)."""
+    def ref(n):
+        if n == "" or n in names:
+            return names.get(n, "")
+        if closed:
+            names[n] = ctx.b.fresh(prefix + n)
+            return names[n]
+        return n
+
+    out = []
+    for k, inner in enumerate(nodes):
+        new = onnx.NodeProto()
+        new.CopyFrom(inner)
+        new.name = f"{prefix}{inner.name or inner.op_type}_{k}"
+        new.input[:] = [ref(i) for i in inner.input]
+        for o in inner.output:
+            if o and o not in names:
+                names[o] = ctx.b.fresh(prefix + o)      # claimed: never generated again
+        new.output[:] = [names[o] if o else "" for o in inner.output]
+        kept = []
+        for a in inner.attribute:
+            if a.ref_attr_name:
+                if attrs is not None and a.ref_attr_name in attrs:
+                    r = onnx.AttributeProto()
+                    r.CopyFrom(attrs[a.ref_attr_name])
+                    r.name = a.name
+                    kept.append(r)
+                continue
+            if a.type == onnx.AttributeProto.GRAPH:
+                r = onnx.AttributeProto()
+                r.CopyFrom(a)
+                inner_names = dict(names)
+                sub = r.g
+                for vi in list(sub.input) + [onnx.ValueInfoProto(name=t.name) for t in sub.initializer]:
+                    inner_names[vi.name] = ctx.b.fresh(prefix + vi.name)
+                for t in sub.initializer:
+                    t.name = inner_names[t.name]
+                for vi in sub.input:
+                    vi.name = inner_names[vi.name]
+                body = localize(ctx, sub.node, inner_names, f"{prefix}{a.name}/", attrs, closed=False)
+                del sub.node[:]
+                sub.node.extend(body)
+                for vi in sub.output:
+                    vi.name = inner_names.get(vi.name, ref(vi.name))
+                kept.append(r)
+                continue
+            kept.append(a)
+        del new.attribute[:]
+        new.attribute.extend(kept)
+        out.append(new)
+    return out
 
 
 def _with_defaults(node, schema):

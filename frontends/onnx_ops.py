@@ -1940,3 +1940,30 @@ def _quantize(ctx, node):
         q = b.add(q, b.cast(_quant_param(b, node, zp, x, axis, block), dtype=work))
     lo, hi = _QUANT_RANGES[dtype]
     return b.cast(b.clip(q, min=float(lo), max=float(hi)), dtype=dtype)
+
+
+# -- control flow ----------------------------------------------------------------------
+
+@op("If")
+def _if(ctx, node):
+    """If with a condition known at import time: the chosen branch is
+    imported inline (its initializers as constants); a run-time condition
+    is a DynamicInputError like any shape input."""
+    from irtool.frontends.onnx_import import DynamicInputError, import_nodes, localize, walk_nodes
+    b = ctx.b
+    cond = bool(ctx.scalar_input(node, 0, "cond"))
+    branch = ctx.attr(node, "then_branch" if cond else "else_branch")
+    names = {}
+    prefix = f"{node.name or 'If'}/{'then' if cond else 'else'}/"
+    for t in branch.initializer:
+        names[t.name] = b.fresh(prefix + t.name)
+        arr = tensor_to_array(t, ctx.base_dir, f"{describe(node)} branch initializer {t.name!r}")
+        ctx.values[names[t.name]] = b.const(arr, check_dtype(arr.dtype))
+    body = localize(ctx, branch.node, names, prefix)
+    try:
+        import_nodes(ctx, body)
+    except DynamicInputError as e:       # name the outer values the branch reads
+        local = set(names.values())
+        outer = [i for n in walk_nodes(body) for i in n.input if i and i not in local]
+        raise DynamicInputError(str(e), outer) from None
+    return [ctx.values[names.get(o.name, o.name)] for o in branch.output]

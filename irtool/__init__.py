@@ -11,11 +11,16 @@ autodiff, a numpy reference runtime and exporters.
 from irtool.errors import IRToolError
 from irtool.ir import Builder, Graph, grad, verify, vjp
 from irtool.ir.serialize import load, save
+from irtool.ir import optim
+from irtool.ir.losses import Loss
+from irtool.ir.training import training_step
 from irtool.runtime import run
+from irtool.runtime.trainer import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["Builder", "Graph", "IRToolError", "grad", "load", "run", "save", "verify", "vjp",
+__all__ = ["Builder", "Graph", "IRToolError", "Loss", "Trainer", "grad", "load", "optim", "run", "save",
+           "training_step", "verify", "vjp",
            "export_onnx", "import_onnx", "trace"]
 
 
