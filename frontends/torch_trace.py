@@ -94,7 +94,8 @@ def from_exported_program(ep, name="model", dim_names=None):
                 tensor = consts.get(spec.target)
             if tensor is None:
                 raise IRToolError(f"exported program has no data for {spec.target!r}")
-            data = tensor.detach().cpu().contiguous().numpy() if hasattr(tensor, "numpy") else np.asarray(tensor)
+            # copy: the IR must not share memory with the live module (training would alias it)
+            data = tensor.detach().cpu().numpy().copy() if hasattr(tensor, "numpy") else np.array(tensor)
             if data.dtype == np.dtype("float64") and val is not None and str(val.dtype) == "torch.float32":
                 data = data.astype(np.float32)
             env[n] = b.param(_param_name(b, spec.target), data, trainable=(kind == "PARAMETER"))

@@ -54,6 +54,22 @@ def _parser():
     r.add_argument("--force", action="store_true")
     r.add_argument("--trust-code", action="store_true", help="see convert --help")
 
+    t = sub.add_parser("train", help="train a model in the IR on arrays from an .npz file")
+    t.add_argument("model", help="model file (.pt2, .pt, .onnx, .irz)")
+    t.add_argument("--data", required=True, metavar="DATA.npz",
+                   help="arrays named after the model's inputs, plus 'target'")
+    t.add_argument("--loss", required=True, choices=["mse", "l1", "cross_entropy", "bce_with_logits"])
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
+    t.add_argument("--lr", type=float, required=True)
+    t.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=None, help="default: the whole data set")
+    t.add_argument("--backend", choices=["numpy", "onnxruntime"], default="numpy")
+    t.add_argument("-o", "--output", help="trained model (.irz or .onnx; default MODEL's stem + .trained.irz)")
+    t.add_argument("--force", action="store_true")
+    _source_options(t)
+
     v = sub.add_parser("verify", help="compare the source framework, the numpy runtime and "
                                       "onnxruntime on random inputs")
     v.add_argument("file")
@@ -118,7 +134,7 @@ def main(argv=None):
     try:
         args = _parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("a command is required: convert, inspect, run or verify")
+            raise UsageError("a command is required: convert, inspect, run, train or verify")
         return COMMANDS[args.command](args)
     except UsageError as e:
         print(f"irtool: usage error: {e}", file=sys.stderr)
@@ -262,6 +278,46 @@ def cmd_run(args):
     return 0
 
 
+def cmd_train(args):
+    from irtool.ir import optim
+    from irtool.runtime.trainer import Trainer
+    if args.epochs < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise UsageError("--epochs and --batch-size must be positive")
+    stem = os.path.splitext(args.model.rstrip("/"))[0]
+    out = _out_path(args.model, args.output or stem + ".trained.irz", "", args.force)
+    if not out.endswith((".irz", ".onnx")):
+        raise UsageError(f"{out}: the trained model is written as .irz or .onnx")
+    data = _load_npz(args.data)
+    graph, _ = _open(args, args.model)
+    extra = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
+    if args.optimizer == "sgd":
+        opt = optim.SGD(args.lr, momentum=args.momentum, **extra)
+    else:
+        opt = optim.OPTIMIZERS[args.optimizer](args.lr, **extra)
+    trainer = Trainer(graph, args.loss, opt, backend=args.backend)
+    means = trainer.fit(data, epochs=args.epochs, batch_size=args.batch_size)
+    for i, m in enumerate(means, 1):
+        print(f"epoch {i}: mean loss {m:.6g}")
+    if out.endswith(".onnx"):
+        trainer.export_onnx(out)
+    else:
+        from irtool.ir.serialize import save
+        save(trainer.trained_graph(), out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _load_npz(path):
+    from irtool.errors import FileFormatError
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file") from None
+    except (ValueError, OSError) as e:
+        raise FileFormatError(f"{path}: not a readable .npz archive ({e})") from None
+
+
 def _load_npy(path):
     from irtool.errors import FileFormatError
     try:
@@ -272,7 +328,8 @@ def _load_npy(path):
         raise FileFormatError(f"{path}: not a readable .npy array ({e})") from None
 
 
-COMMANDS = {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run, "verify": cmd_verify}
+COMMANDS = {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run, "train": cmd_train,
+            "verify": cmd_verify}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -116,3 +116,28 @@ def test_verify_command(irz):
     code, out, err = _cli("verify", str(irz))
     assert code == 0, err
     assert "verify: ok" in out
+
+
+def test_train_command(tmp_path):
+    rng = np.random.default_rng(0)
+    b = irtool.Builder("linreg")
+    x = b.input("x", "float32", ("n", 1))
+    w = b.param("w", np.zeros((1, 1), np.float32))
+    c = b.param("b", np.zeros((1,), np.float32))
+    irtool.save(b.build([b.add(b.matmul(x, w), c)]), tmp_path / "linreg.irz")
+    xs = rng.random((100, 1)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=xs, target=3 * xs + 2)
+    code, out, err = _cli("train", str(tmp_path / "linreg.irz"), "--data", str(tmp_path / "data.npz"),
+                          "--loss", "mse", "--optimizer", "sgd", "--lr", "0.5", "--epochs", "500")
+    assert code == 0, err
+    assert "epoch 500" in out
+    trained = irtool.load(tmp_path / "linreg.trained.irz")
+    assert abs(float(trained.params["w"].data.ravel()[0]) - 3) < 0.05
+    assert abs(float(trained.params["b"].data.ravel()[0]) - 2) < 0.05
+    code, _, err = _cli("train", str(tmp_path / "linreg.irz"), "--data", str(tmp_path / "data.npz"),
+                        "--loss", "mse", "--lr", "0.1")
+    assert code == 2 and "--force" in err
+    np.savez(tmp_path / "bad.npz", x=xs)
+    code, _, err = _cli("train", str(tmp_path / "linreg.irz"), "--data", str(tmp_path / "bad.npz"),
+                        "--loss", "mse", "--lr", "0.1", "-o", str(tmp_path / "o.irz"))
+    assert code == 1 and "target" in err and not (tmp_path / "o.irz").exists()

@@ -569,10 +569,11 @@ def test_round_trip_ir_onnx_ir_onnx(name):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert [v.name for v in g2.inputs] == ["x"] and [v.name for v in g2.outputs] == ["y"]
     assert g2.inputs[0].shape == g1.inputs[0].shape
-    # the exporter writes IR constants as initializers too, so g2 may hold extra params
-    assert set(g1.params) <= set(g2.params)
+    # params come back under the same names, data and trainability (constants stay constants)
+    assert set(g1.params) == set(g2.params)
     for name, p in g1.params.items():
         np.testing.assert_array_equal(g2.params[name].data, p.data)
+        assert g2.params[name].trainable == p.trainable
 
 
 # -- external data ------------------------------------------------------------------------

@@ -149,3 +149,12 @@ def test_nested_outputs_get_readable_names(traced):
     assert [o.name for o in traced("bert")[2].outputs] == ["last_hidden_state", "pooler_output"]
     assert [o.name for o in traced("attention")[2].outputs] == ["output_0", "output_1"]
     assert [o.name for o in traced("mlp")[2].outputs] == ["output"]
+
+
+def test_traced_params_do_not_alias_the_module():
+    model = torch.nn.Linear(3, 2)
+    graph = irtool.trace(model, (torch.randn(1, 3),))
+    before = graph.params["weight"].data.copy()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    np.testing.assert_array_equal(graph.params["weight"].data, before)
