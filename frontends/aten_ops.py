@@ -387,7 +387,9 @@ def _softplus(ctx, x, beta=1.0, threshold=20.0):
 
 
 def _embedding(ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
-    return ctx.b.embedding(weight, indices)
+    if scale_grad_by_freq:
+        raise UnsupportedError("embedding with scale_grad_by_freq=True is not supported")
+    return ctx.b.embedding(weight, indices, padding_idx=padding_idx if padding_idx >= 0 else None)
 
 
 def _gather(ctx, x, dim, index, sparse_grad=False):

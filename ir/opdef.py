@@ -17,10 +17,13 @@ REGISTRY = {}
 @dataclass(eq=False, frozen=True)
 class Sample:
     """Inputs (numpy arrays) and attrs for one op test case. `grad=False` skips
-    gradient checks for this sample (e.g. at kinks of the function)."""
+    gradient checks for this sample (e.g. at kinks of the function);
+    `finite_differences=False` skips only the numeric check, for gradients
+    that are conventions rather than derivatives (embedding's padding_idx)."""
     inputs: tuple
     attrs: dict = field(default_factory=dict)
     grad: bool = True
+    finite_differences: bool = True
 
 
 @dataclass(eq=False, frozen=True)

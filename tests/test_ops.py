@@ -90,6 +90,8 @@ def _float_inputs(op, arrays):
 
 @pytest.mark.parametrize("op,sample", GRAD_CASES)
 def test_vjp_matches_finite_differences(op, sample):
+    if not sample.finite_differences:
+        pytest.skip("this gradient is a convention, not a derivative (checked against torch.autograd)")
     graph, arrays = single_op_graph(op, sample, cast64=True)
     loss, _ = loss_graph(graph, np.random.default_rng(1))
     idx = _float_inputs(op, arrays)

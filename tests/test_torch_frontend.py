@@ -62,6 +62,7 @@ def test_forward_matches_torch_on_every_backend(traced, name):
 @pytest.mark.parametrize("name", list(ZOO))
 def test_parameter_gradients_match_autograd(traced, name):
     model, inputs, graph = traced(name)
+    torch.manual_seed(0)
     args = inputs(3, 5)
     b = irtool.Builder(graph.name + "_loss")
     vmap = b.copy_graph(graph)
@@ -158,3 +159,16 @@ def test_traced_params_do_not_alias_the_module():
     with torch.no_grad():
         model.weight.add_(1.0)
     np.testing.assert_array_equal(graph.params["weight"].data, before)
+
+
+def test_embedding_padding_idx_gets_no_gradient():
+    emb = torch.nn.Embedding(10, 4, padding_idx=0)
+    ids = torch.tensor([[0, 3, 0, 7]])
+    graph = irtool.trace(emb, (ids,))
+    b = irtool.Builder("loss")
+    vmap = b.copy_graph(graph)
+    loss = b.reduce_sum(b.mul(vmap[graph.outputs[0]], vmap[graph.outputs[0]]))
+    ours = irtool.run(irtool.grad(b.build([loss])), [ids.numpy()])[1]
+    (emb(ids) ** 2).sum().backward()
+    torch.testing.assert_close(torch.from_numpy(ours), emb.weight.grad)
+    assert not ours[0].any()

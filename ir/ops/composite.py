@@ -460,14 +460,35 @@ def _embedding_infer(types, attrs):
     return [TensorType(w.dtype, idx.shape + w.shape[1:])]
 
 
+def _embedding_vjp(b, node, g):
+    """Scatter-add g into the rows it came from; like torch, the padding_idx
+    row (a fixed padding vector) gets no gradient."""
+    weight, indices = node.inputs
+    idx = b.reshape(indices, shape=(-1, 1)) if indices.rank != 1 else b.unsqueeze(indices, axes=(1,))
+    rows = b.reshape(g, shape=(-1, weight.shape[1]))
+    idx = b.expand(idx, shape=rows.shape) if idx.dtype == "int64" else \
+        b.expand(b.cast(idx, dtype="int64"), shape=rows.shape)
+    zeros = b.expand(b.const(0, weight.dtype), shape=weight.shape)
+    dw = b.scatter_add(zeros, idx, rows, axis=0)
+    pad = node.attrs.get("padding_idx")
+    if pad is not None:
+        keep = np.ones((weight.shape[0], 1), dtype=np.float64)
+        keep[pad] = 0
+        dw = b.mul(dw, b.const(keep, weight.dtype))
+    return dw, None
+
+
 EMBEDDING = register(OpDef(
-    "embedding", _embedding_infer, nondiff_inputs=(1,),
-    decompose=lambda b, weight, indices: b.gather(weight, indices, axis=0),
+    "embedding", _embedding_infer, nondiff_inputs=(1,), vjp=_embedding_vjp,
+    decompose=lambda b, weight, indices, padding_idx=None: b.gather(weight, indices, axis=0),
     samples=lambda rng: [Sample((rand(rng, 10, 4), ints(rng, 3, high=10))),
                          Sample((rand(rng, 7, 3), ints(rng, 2, 3, high=7))),
                          Sample((rand(rng, 6, 2), ints(rng, 4, high=6, dtype="int32"))),
-                         Sample((rand(rng, 5, 3), np.array([1, 1, 4, 1], dtype=np.int64)))],
-    doc="embedding(weight (V, D), indices int) = weight[indices]"))
+                         Sample((rand(rng, 5, 3), np.array([1, 1, 4, 1], dtype=np.int64))),
+                         Sample((rand(rng, 5, 3), np.array([[0, 2], [0, 4]], dtype=np.int64)),
+                                {"padding_idx": 0}, finite_differences=False)],
+    doc="embedding(weight (V, D), indices int, padding_idx=None) = weight[indices]; the "
+        "padding_idx row gets no gradient (torch semantics)"))
 
 
 def _sdpa_infer(types, attrs):

@@ -193,7 +193,7 @@ KERNELS = {
     ops.BATCH_NORM: kernel(_batch_norm),
     ops.GROUP_NORM: kernel(_group_norm),
     ops.LINEAR: kernel(_linear),
-    ops.EMBEDDING: kernel(lambda weight, indices: np.take(weight, indices, axis=0)),
+    ops.EMBEDDING: kernel(lambda weight, indices, padding_idx=None: np.take(weight, indices, axis=0)),
     ops.SCALED_DOT_PRODUCT_ATTENTION: kernel(_sdpa),
     ops.MSE_LOSS: kernel(_mse_loss),
     ops.CROSS_ENTROPY: kernel(_cross_entropy),

@@ -47,7 +47,7 @@ ORACLES = {
     "batch_norm": _batch_norm,
     "group_norm": _group_norm,
     "linear": F.linear,
-    "embedding": lambda weight, indices: F.embedding(indices.long(), weight),
+    "embedding": lambda weight, indices, padding_idx=None: F.embedding(indices.long(), weight, padding_idx=padding_idx),
     "scaled_dot_product_attention": _sdpa,
     "mse_loss": lambda pred, target, reduction="mean": F.mse_loss(pred, target, reduction=reduction),
     "cross_entropy": _cross_entropy,
