@@ -54,7 +54,18 @@ def _parse(argv):
     return args
 
 
-def _header(args, seconds):
+def _load_line(loads):
+    overall = loads.get("all")
+    if overall is None:
+        return "Background load: unknown (no /proc/stat)."
+    per = ", ".join(f"{s} {v:.1f}" for s, v in loads.items() if s != "all" and v is not None)
+    warn = (" Other processes competed for the CPUs: timings are noisy, compare the minima too."
+            if overall > 0.3 else "")
+    return (f"Background load: other processes kept {overall:.1f} of {os.cpu_count()} cores busy on average "
+            f"(by section: {per}).{warn}")
+
+
+def _header(args, seconds, loads):
     import numpy
     import onnxruntime
     import torch
@@ -74,6 +85,7 @@ def _header(args, seconds):
             f"{', '.join(args.sections)}; took {seconds / 60:.1f} min.",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {ram}, Python {platform.python_version()}; "
             + ", ".join(versions) + ".",
+            _load_line(loads),
             "Two compute threads on every side. Each cell: median (min–max) over repeats, "
             "time.perf_counter(); ratio = ours / peer on medians (< 1: irtool is faster or smaller).",
             "Models: mlp 784-256-256-10 (batch 32); cnn 3 conv+BN, 32x32 (batch 4); bert and gpt2 "
@@ -95,13 +107,15 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rows = []
     start = time.perf_counter()
+    from bench.measure import BackgroundLoad
+    whole, loads = BackgroundLoad(), {}
     with tempfile.TemporaryDirectory(prefix="irtool-bench-") as work:
         ctx = Context(args.quick, work, args.models)
         if args.skip_large:
             ctx.note("memory: skipped (--skip-large)")
         for section in args.sections:
             print(f"[{section}]", flush=True)
-            t0 = time.perf_counter()
+            t0, load = time.perf_counter(), BackgroundLoad()
             if section == "profile":
                 profiling.run_profile(ctx, os.path.join(args.out, "profile.md"))
             else:
@@ -109,8 +123,11 @@ def main(argv=None):
                 rows += new
                 if new:
                     print(report.section_table(section, new), flush=True)
-            print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    header = _header(args, time.perf_counter() - start)
+            loads[section] = load.cores()
+            print(f"  ({time.perf_counter() - t0:.0f} s; background load {loads[section] or 0:.1f} cores)",
+                  flush=True)
+    loads["all"] = whole.cores()
+    header = _header(args, time.perf_counter() - start, loads)
     notes = list(ctx.notes)
     chart_note = report.write_chart(os.path.join(args.out, "results.png"), rows)
     if chart_note:

@@ -1,7 +1,6 @@
 """State shared by the sections of one run: repeat counts, a scratch
-folder, and caches (traced graphs, exported files, eager training-step
-timings) so that sections run alone (--only) or together do each expensive
-thing once."""
+folder, and caches (traced graphs, exported files) so that sections run
+alone (--only) or together do each expensive thing once."""
 import contextlib
 import dataclasses
 import io
@@ -35,7 +34,6 @@ class Context:
         self._keras_cases = None
         self.graphs = {}                # model name -> irtool graph
         self.files = {}                 # (model name, converter) -> ONNX path
-        self.eager_steps = {}           # model name -> Stats of the eager training step
 
     def path(self, name):
         return os.path.join(self.workdir, name)

@@ -10,8 +10,8 @@ import numpy as np
 
 import irtool
 from bench import converters
-from bench.conversion import _one_line
-from bench.measure import measure
+from bench.conversion import one_line
+from bench.measure import measure_many
 from bench.report import Row
 
 LR = 0.01
@@ -74,13 +74,6 @@ def _cases(ctx):
     return out
 
 
-def eager_step_stats(ctx, case, make_step):
-    if case.name not in ctx.eager_steps:
-        r = ctx.repeats
-        ctx.eager_steps[case.name] = measure(make_step(case), r.train, warmup=2, budget_s=r.budget_s)
-    return ctx.eager_steps[case.name]
-
-
 def run_numpy_infer(ctx):
     rows = []
     r = ctx.repeats
@@ -88,14 +81,19 @@ def run_numpy_infer(ctx):
         print(f"  numpy inference {case.name}", flush=True)
         try:
             graph = converters.graph_of(ctx, case)
-            ours = measure(lambda: irtool.run(graph, inputs), r.infer, warmup=2, budget_s=r.budget_s)
         except Exception as e:  # noqa: BLE001
-            ctx.note(f"numpy_infer {case.name}: irtool failed: {_one_line(e)}")
+            ctx.note(f"numpy_infer {case.name}: irtool failed: {one_line(e)}")
             continue
-        theirs = measure(infer(case), r.infer, warmup=2, budget_s=r.budget_s)
-        rows.append(Row("numpy_infer", case.name, peer, ours, theirs, f"{len(graph.nodes)} IR nodes",
-                        scale=1000.0))
+        res = measure_many({"ours": lambda: irtool.run(graph, inputs), "peer": infer(case)},
+                           r.infer, warmup=2, budget_s=r.budget_s, rounds=3, settle=1)
+        rows.append(_row("numpy_infer", case.name, peer, res, f"{len(graph.nodes)} IR nodes"))
     return rows
+
+
+def _row(section, model, peer, res, notes):
+    bad = [f"{who} failed: {one_line(v)}" for who, v in res.items() if isinstance(v, Exception)]
+    ours, theirs = (None if isinstance(res[k], Exception) else res[k] for k in ("ours", "peer"))
+    return Row(section, model, peer, ours, theirs, "; ".join([notes] + bad), scale=1000.0)
 
 
 def _trainer_rows(ctx, section, backend):
@@ -107,19 +105,20 @@ def _trainer_rows(ctx, section, backend):
             graph = converters.graph_of(ctx, case)
             trainer = irtool.Trainer(graph, loss=case.loss, optimizer=irtool.optim.SGD(LR), backend=backend)
             first = trainer.step(*inputs, case.target)
-            ours = measure(lambda: trainer.step(*inputs, case.target), r.train, warmup=1, budget_s=r.budget_s)
-            notes = f"{len(trainer.step_graph.nodes)} step-graph nodes"
         except Exception as e:  # noqa: BLE001
-            ctx.note(f"{section} {case.name}: irtool failed: {_one_line(e)}")
+            ctx.note(f"{section} {case.name}: irtool failed: {one_line(e)}")
             continue
+        notes = f"{len(trainer.step_graph.nodes)} step-graph nodes"
+        eager = make_step(case)
         try:
-            check = make_step(case)()
+            check = eager()
             if not np.isclose(first, check, rtol=1e-3, atol=1e-5):
                 notes += f"; first loss {first:.5g} vs peer {check:.5g}"
-            theirs = eager_step_stats(ctx, case, make_step)
-        except Exception as e:  # noqa: BLE001
-            theirs, notes = None, f"peer failed: {_one_line(e)}"
-        rows.append(Row(section, case.name, peer, ours, theirs, notes, scale=1000.0))
+        except Exception:  # noqa: BLE001 - measure_many reports it
+            pass
+        res = measure_many({"ours": lambda: trainer.step(*inputs, case.target), "peer": eager},
+                           r.train, warmup=1, budget_s=r.budget_s, rounds=3, settle=1)
+        rows.append(_row(section, case.name, peer, res, notes))
     return rows
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 
 from bench import converters
-from bench.conversion import _one_line
-from bench.measure import measure
+from bench.conversion import one_line
+from bench.measure import measure_many
 from bench.report import Row
 
 
@@ -20,12 +20,7 @@ def session(path):
 
 
 def node_count(path):
-    model = onnx.load(path, load_external_data=False)
-    return len(model.graph.node)
-
-
-def _feed(sess, inputs):
-    return {i.name: a for i, a in zip(sess.get_inputs(), inputs)}
+    return len(onnx.load(path, load_external_data=False).graph.node)
 
 
 def run_ort(ctx):
@@ -35,26 +30,28 @@ def run_ort(ctx):
     cases += [(c, converters.KERAS_PEERS, c.inputs) for c in ctx.keras_cases()]
     for case, peers, inputs in cases:
         print(f"  ort {case.name}", flush=True)
-        try:
-            ours_path = converters.exported(ctx, case, "irtool")
-            ours_sess = session(ours_path)
-            ours_feed = _feed(ours_sess, inputs)
-            ours_out = ours_sess.run(None, ours_feed)[0]
-            ours = measure(lambda: ours_sess.run(None, ours_feed), r.latency, warmup=3, budget_s=r.budget_s)
-            ours_nodes = node_count(ours_path)
-        except Exception as e:  # noqa: BLE001
-            ctx.note(f"ort {case.name}: irtool's file did not run: {_one_line(e)}")
-            continue
-        for key, (_, label) in peers.items():
+        fns, outs, nodes, failed = {}, {}, {}, {}
+        for key in ["irtool", *peers]:
             try:
                 path = converters.exported(ctx, case, key)
                 sess = session(path)
-                feed = _feed(sess, inputs)
-                out = sess.run(None, feed)[0]
-                theirs = measure(lambda: sess.run(None, feed), r.latency, warmup=3, budget_s=r.budget_s)
-                diff = float(np.max(np.abs(np.asarray(out, np.float64) - np.asarray(ours_out, np.float64))))
-                notes = f"nodes {ours_nodes} vs {node_count(path)}; max abs diff {diff:.1e}"
+                feed = {i.name: a for i, a in zip(sess.get_inputs(), inputs)}
+                outs[key] = sess.run(None, feed)[0]
+                nodes[key] = node_count(path)
+                fns[key] = (lambda s=sess, f=feed: s.run(None, f))
             except Exception as e:  # noqa: BLE001
-                theirs, notes = None, f"peer failed: {_one_line(e)}"
-            rows.append(Row("ort", case.name, label, ours, theirs, notes, scale=1000.0))
+                failed[key] = e
+        if "irtool" in failed:
+            ctx.note(f"ort {case.name}: irtool's file did not run: {one_line(failed['irtool'])}")
+            continue
+        res = measure_many(fns, r.latency, warmup=3, budget_s=r.budget_s, rounds=5, settle=2)
+        for key, (_, label) in peers.items():
+            theirs = res.get(key, failed.get(key))
+            if isinstance(theirs, Exception):
+                rows.append(Row("ort", case.name, label, res["irtool"], None,
+                                f"peer failed: {one_line(theirs)}", scale=1000.0))
+                continue
+            diff = float(np.max(np.abs(np.asarray(outs[key], np.float64) - np.asarray(outs["irtool"], np.float64))))
+            rows.append(Row("ort", case.name, label, res["irtool"], theirs,
+                            f"nodes {nodes['irtool']} vs {nodes[key]}; max abs diff {diff:.1e}", scale=1000.0))
     return rows

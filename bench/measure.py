@@ -1,10 +1,9 @@
 """Timing and memory measurement: medians over repeats of
 time.perf_counter() differences, and peak resident memory of a child process.
 
-The one thing to know: every timed callable is run `warmup` times first
-(first calls pay imports, caches and session creation), then at least
-`min_repeats` and at most `repeats` times, stopping early once `budget_s`
-seconds of timed work have passed."""
+The one thing to know: measure_many times the contenders interleaved, so
+that they share the machine's background load, after `warmup` untimed calls
+each (first calls pay imports, caches and session creation)."""
 import dataclasses
 import os
 import re
@@ -30,32 +29,58 @@ class Stats:
         return dataclasses.asdict(self)
 
 
-def measure(fn, repeats, warmup=1, budget_s=None, min_repeats=3):
-    """Stats (seconds) of fn() over repeats."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    spent = 0.0
-    while len(samples) < repeats:
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        samples.append(dt)
-        spent += dt
-        if budget_s is not None and spent > budget_s and len(samples) >= min_repeats:
-            break
-    return Stats.of(samples)
+def measure_many(fns, repeats, warmup=1, budget_s=None, min_repeats=3, rounds=None, settle=0):
+    """Interleaved timing of several callables (dict name -> fn).
+
+    The repeats are split into `rounds` blocks (default: one repeat per
+    round); each round runs every fn for one block, after `settle` untimed
+    calls. Load from other processes thus hits all fns alike, while the
+    thread pools of one runtime (which spin for a while after each call) do
+    not bleed into another's timed calls. A block stops early once it has
+    used its share of `budget_s`. Returns name -> Stats, or the exception
+    a fn raised (it is then dropped from later rounds)."""
+    results, live = {}, dict(fns)
+    for name, fn in list(live.items()):
+        try:
+            for _ in range(warmup):
+                fn()
+        except Exception as e:  # noqa: BLE001 - reported per fn
+            results[name] = e
+            del live[name]
+    rounds = max(1, min(rounds or repeats, repeats))
+    per_round = -(-repeats // rounds)
+    min_per_round = max(1, -(-min_repeats // rounds))
+    samples = {name: [] for name in live}
+    for _ in range(rounds):
+        for name, fn in list(live.items()):
+            try:
+                for _ in range(settle):
+                    fn()
+                spent = 0.0
+                for i in range(per_round):
+                    t0 = time.perf_counter()
+                    fn()
+                    dt = time.perf_counter() - t0
+                    samples[name].append(dt)
+                    spent += dt
+                    if budget_s is not None and spent > budget_s / rounds and i + 1 >= min_per_round:
+                        break
+            except Exception as e:  # noqa: BLE001
+                results[name] = e
+                del live[name]
+    for name in live:
+        results[name] = Stats.of(samples[name])
+    return results
 
 
-def time_subprocess(argv, repeats, warmup=0, env=None, cwd=None, timeout=600):
-    """Stats (seconds) of whole-process runs of argv; raises with the child's
-    last stderr line when it fails."""
+def subprocess_fn(argv, env=None, cwd=None, timeout=600):
+    """A callable running argv; raises with the child's last stderr line on failure."""
     def once():
         r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
         if r.returncode != 0:
             tail = (r.stderr.strip().splitlines() or ["(no stderr)"])[-1]
             raise RuntimeError(f"{os.path.basename(argv[0])} exited {r.returncode}: {tail}")
-    return measure(once, repeats, warmup=warmup, min_repeats=1)
+    return once
 
 
 # ---- memory ---------------------------------------------------------------
@@ -174,3 +199,37 @@ def _kill_tree(proc):
         except OSError:
             pass
     proc.kill()
+
+
+# ---- background load ------------------------------------------------------
+
+def _busy_seconds():
+    """CPU seconds all processes have used (from /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class BackgroundLoad:
+    """How many cores other processes kept busy, on average, between start()
+    and cores(): the machine's busy time minus this process's (and its
+    waited-for children's)."""
+
+    def __init__(self):
+        self.t0, self.busy0, self.own0 = time.perf_counter(), _busy_seconds(), _own_seconds()
+
+    def cores(self):
+        busy = _busy_seconds()
+        if busy is None or self.busy0 is None:
+            return None
+        wall = time.perf_counter() - self.t0
+        return max(0.0, (busy - self.busy0) - (_own_seconds() - self.own0)) / max(wall, 1e-9)

@@ -85,6 +85,9 @@ def run_memory(ctx):
 def _factor(res, pbytes):
     """(Stats of (peak - baseline) / param bytes, a note) for one child."""
     if res.aborted:
+        base = res.report.get("baseline")
+        if base and pbytes:
+            return None, f"{res.aborted}: more than {(res.polled_peak - base) / pbytes:.1f}x param bytes"
         return None, res.aborted
     if res.returncode != 0 or res.peak is None or "baseline" not in res.report or not pbytes:
         return None, f"failed (exit {res.returncode}): {res.stderr_tail[:200]}"

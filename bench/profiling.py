@@ -71,8 +71,8 @@ def run_profile(ctx, out_path):
         bert = cases["bert"]
         path = ctx.path("profile_bert.onnx")
         parts.append(_profile("convert bert (irtool.trace + export_onnx)",
-                              lambda: converters.irtool_torch(bert, path), n))
-        g = irtool.trace(bert.model, bert.inputs, dynamic_shapes=bert.dynamic)
+                              lambda: converters.convert_ours(ctx, bert, path), n))
+        g = converters.graph_of(ctx, bert)
         parts.append(_profile("export_onnx only, bert", lambda: irtool.export_onnx(g, path), n * 3))
     for name, times in (("cnn", 20), ("bert", 5)):
         if name in cases:

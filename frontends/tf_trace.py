@@ -156,7 +156,11 @@ class Context:
             return tv.views[perm]
         cur = tv.perm or tuple(range(tv.rank))
         want = perm or tuple(range(tv.rank))
-        out = self.b.transpose(tv.value, perm=tuple(cur.index(a) for a in want))
+        if [a for a in cur if tv.shape[a] != 1] == [a for a in want if tv.shape[a] != 1]:
+            # only size-1 axes move: the data order is the same, a reshape will do
+            out = self.b.reshape(tv.value, shape=tuple(tv.shape[a] for a in want))
+        else:
+            out = self.b.transpose(tv.value, perm=tuple(cur.index(a) for a in want))
         tv.views[perm] = out
         return out
 
@@ -563,6 +567,40 @@ def _module_resources(module):
     return resources, by_handle
 
 
+def loaded_resources(root):
+    """Variables of a loaded SavedModel (or any trackable), named by their
+    variable name, or by their attribute path where the name is generic."""
+    import re
+    tf = _tf()
+    resources, by_handle = {}, {}
+    seen, queue = set(), [((), root)]
+    while queue:
+        path, obj = queue.pop(0)
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, tf.Variable):
+            if id(obj.handle) in by_handle:
+                continue
+            key = obj.name.split(":")[0]
+            if re.fullmatch(r"Variable(_\d+)?", key) and path:
+                key = "/".join(path)
+            while key in resources:
+                key = key + "_"
+            resources[key] = Resource(key, obj.numpy(), obj.trainable)
+            by_handle[id(obj.handle)] = key
+            continue
+        try:
+            children = obj._trackable_children()
+        except Exception:  # noqa: BLE001
+            continue
+        for k, child in children.items():
+            if k in ("signatures",) or k.startswith("_"):
+                continue
+            queue.append((path + (k,), child))
+    return resources, by_handle
+
+
 def _capture_resources(cf, resources, by_handle):
     """Map the concrete function's captured tensors to variables/constants."""
     tf = _tf()
@@ -599,17 +637,23 @@ def _capture_resources(cf, resources, by_handle):
 
 
 def _output_names(structured, count):
-    tf = _tf()
+    """`output` for one tensor, dict keys for mappings, output_<i> otherwise."""
     names = []
-    if isinstance(structured, dict):
-        flat = tf.nest.flatten_with_joined_string_paths(structured)
-        names = [p for p, _ in flat]
-    elif isinstance(structured, (list, tuple)):
-        flat = tf.nest.flatten_with_joined_string_paths(structured)
-        names = [f"output_{p.replace('/', '_')}" for p, _ in flat]
-    if len(names) != count:
-        names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
-    return names
+
+    def walk(o, path):
+        if isinstance(o, dict):
+            for k in sorted(o):
+                walk(o[k], path + [str(k)])
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                walk(v, path + [str(i)])
+        elif o is not None:
+            names.append("_".join(path))
+
+    walk(structured, [])
+    if len(names) != count or len(set(names)) != count or "" in names:
+        return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    return [n if not n[0].isdigit() else f"output_{n}" for n in names]
 
 
 def from_concrete_function(cf, name="model", resources=None, by_handle=None, dynamic_shapes=None,
@@ -678,7 +722,9 @@ def trace_keras(model, input_signature=None, example_inputs=None, dynamic_shapes
         specs = []
         for t in inputs:
             shape = list(t.shape)
-            iname = getattr(t, "name", None) or f"input_{len(specs)}"
+            history = getattr(t, "_keras_history", None)
+            iname = getattr(getattr(history, "operation", None), "name", None) or getattr(t, "name", None) \
+                or f"input_{len(specs)}"
             for axis in (dynamic_shapes or {}).get(iname, {}):
                 shape[axis] = None
             specs.append(tf.TensorSpec(shape, tf.as_dtype(t.dtype), name=iname))
@@ -729,10 +775,9 @@ def trace_tf(obj, input_signature=None, example_inputs=None, dynamic_shapes=None
     tf = _tf()
     if isinstance(obj, (str, os.PathLike)):
         from irtool.frontends.tf_files import load_tf
-        obj = load_tf(obj, trust_code=trust_code)
         if name is None:
-            name = os.path.splitext(os.path.basename(os.fspath(obj.__dict__.get("_irtool_path", "model"))))[0] \
-                if hasattr(obj, "__dict__") else None
+            name = os.path.splitext(os.path.basename(os.fspath(obj).rstrip(os.sep)))[0] or None
+        obj = load_tf(obj, trust_code=trust_code)
     if _is_keras(obj):
         return trace_keras(obj, input_signature, example_inputs, dynamic_shapes, name, inputs_as_nchw)
     from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
@@ -762,7 +807,12 @@ def trace_tf(obj, input_signature=None, example_inputs=None, dynamic_shapes=None
         except (TypeError, ValueError) as e:
             raise IRToolError(f"the tf.function has no input_signature: give input_signature or example_inputs "
                               f"({str(e).splitlines()[0]})") from None
-    resources, by_handle = _module_resources(module) if module is not None else ({}, {})
+    if module is None:
+        resources, by_handle = {}, {}
+    elif isinstance(module, tf.Module):
+        resources, by_handle = _module_resources(module)
+    else:
+        resources, by_handle = loaded_resources(module)
     return from_concrete_function(cf, name=name or getattr(fn, "__name__", None) or "model",
                                   resources=resources, by_handle=by_handle,
                                   dynamic_shapes=dynamic_shapes, inputs_as_nchw=inputs_as_nchw)

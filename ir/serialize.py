@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 
@@ -193,29 +194,46 @@ def _from_bytes(data):
 def save(graph, path):
     """Write graph to `path` atomically (temp file in the same folder + rename):
     on any failure an existing file at `path` is left as it was."""
-    data = to_bytes(graph)
-    try:
-        atomic_write(path, data)
-    except OSError as e:
-        raise ExportError(f"cannot write {os.fspath(path)}: {e.strerror or e}") from None
+    atomic_write(path, to_bytes(graph))
 
 
 def atomic_write(path, data):
+    """Write bytes to `path` through a temp file in the same folder and a rename:
+    a reader never sees half a file, and on failure (disk full, read-only
+    folder...) no temp file is left and an existing file at `path` is left as
+    it was. OSErrors become ExportError; the file gets the usual permissions
+    (an existing file's mode, else 0o666 less the umask), not mkstemp's 0o600."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".irtool-", dir=folder)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".irtool-", dir=folder)
+    except OSError as e:
+        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(e, OSError):
+            raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load(path):

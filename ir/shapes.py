@@ -255,3 +255,15 @@ def evaluate(d, env):
         else:
             raise IRTypeError(f"symbolic dim {n!r} is not bound by any graph input")
     return total
+
+
+def has_symbol(v):
+    """Whether a shape attr (a dim, or a tuple of dims) holds a symbolic dim."""
+    return isinstance(v, str) or (isinstance(v, tuple) and any(isinstance(d, str) for d in v))
+
+
+def resolve(v, env):
+    """Concrete value of a shape attr (a dim, or a tuple of dims) under env."""
+    if isinstance(v, str):
+        return evaluate(v, env)
+    return tuple(evaluate(d, env) if isinstance(d, str) else d for d in v)

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = ["Builder", "Graph", "IRToolError", "Loss", "Trainer", "grad", "load", "optim", "run", "save",
            "training_step", "verify", "vjp",
-           "export_onnx", "import_onnx", "trace"]
+           "export_onnx", "import_onnx", "to_torch", "trace"]
 
 
 def export_onnx(graph, path=None, opset=None):
@@ -50,3 +50,10 @@ def trace(model, example_inputs, dynamic_shapes=None):
     from irtool.errors import UnsupportedError
     raise UnsupportedError(f"cannot trace a {type(model).__module__}.{type(model).__name__}; "
                            "supported: torch.nn.Module")
+
+
+def to_torch(graph):
+    """An nn.Module running graph with torch ops; params are nn.Parameters
+    named like the IR params (a state_dict a user recognises)."""
+    from irtool.exporters.torch import to_torch as _to_torch
+    return _to_torch(graph)

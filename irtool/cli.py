@@ -34,7 +34,8 @@ def _parser():
                                    "are refused unless --trust-code.")
     c.add_argument("src", help="model file: .pt2, .pt/.pth, .onnx or .irz")
     c.add_argument("-o", "--output", help="output path (default: SRC's stem with the new extension)")
-    c.add_argument("--to", choices=["onnx", "irz"], default="onnx")
+    c.add_argument("--to", choices=["onnx", "irz", "torch"], default="onnx",
+                   help="onnx (default), irz, or torch: a torch.export ExportedProgram (.pt2)")
     c.add_argument("--opset", type=int, help="ONNX opset (17-21, default 18)")
     c.add_argument("--verify", action="store_true",
                    help="run the numpy runtime and onnxruntime on random inputs and compare")
@@ -155,6 +156,9 @@ def main(argv=None):
         return 1
 
 
+EXTENSIONS = {"onnx": "onnx", "irz": "irz", "torch": "pt2"}
+
+
 def _out_path(src, output, ext, force):
     if output is None:
         stem, src_ext = os.path.splitext(os.fspath(src).rstrip("/"))
@@ -172,7 +176,7 @@ from irtool.progress import Progress  # noqa: E402
 
 
 def cmd_convert(args):
-    out = _out_path(args.src, args.output, "." + args.to, args.force)
+    out = _out_path(args.src, args.output, "." + EXTENSIONS[args.to], args.force)
     with Progress(f"reading {args.src}"):
         graph, reference = _open(args, args.src)
     if args.to == "onnx":
@@ -182,6 +186,12 @@ def cmd_convert(args):
         if args.verify:
             _verify(graph, model, reference=reference)
         write_model(model, out)
+    elif args.to == "torch":
+        from irtool.exporters.torch import save_exported_program
+        if args.verify:
+            _verify(graph, None, reference=reference)
+        with Progress("writing a torch.export program"):
+            save_exported_program(graph, out)
     else:
         from irtool.ir.serialize import save
         if args.verify:

@@ -11,7 +11,7 @@ import numpy as np
 
 from irtool.errors import IRTypeError, RuntimeFailure, UnsupportedError
 from irtool.ir.dtypes import np_dtype
-from irtool.ir.shapes import bind, check_bound, evaluate, fmt
+from irtool.ir.shapes import bind, check_bound, fmt, has_symbol, resolve
 from irtool.ir.text import node_line
 from irtool.ir.transform import decompose
 from irtool.runtime.kernels import KERNELS
@@ -47,7 +47,7 @@ class Plan:
         self.steps = []
         for i, n in enumerate(graph.nodes):
             attrs = dict(n.attrs)
-            symbolic = tuple(a for a in n.op.shape_attrs if a in attrs and _has_symbol(attrs[a]))
+            symbolic = tuple(a for a in n.op.shape_attrs if a in attrs and has_symbol(attrs[a]))
             kernel = KERNELS[n.op]
             if any(o.rank == 0 for o in n.outputs):
                 kernel = _scalar_safe(kernel, len(n.outputs))   # numpy ufuncs return scalars on 0-d
@@ -67,7 +67,7 @@ class Plan:
             if symbolic:
                 attrs = dict(attrs)
                 for a in symbolic:
-                    attrs[a] = _resolve(attrs[a], env)
+                    attrs[a] = resolve(attrs[a], env)
             try:
                 result = kernel(*[slots[i] for i in ins], **attrs)
             except Exception as e:  # noqa: BLE001 - re-raised with the node named
@@ -113,17 +113,6 @@ def check_inputs(values, inputs):
         if err:
             raise IRTypeError(f"input {v.name!r}: {err}")
     return arrays, env
-
-
-def _has_symbol(v):
-    return isinstance(v, str) or (isinstance(v, tuple) and any(isinstance(d, str) for d in v))
-
-
-def _resolve(v, env):
-    """Concrete value of a shape attr (a dim, or a tuple of dims)."""
-    if isinstance(v, str):
-        return evaluate(v, env)
-    return tuple(evaluate(d, env) if isinstance(d, str) else d for d in v)
 
 
 def _scalar_safe(kernel, nout):

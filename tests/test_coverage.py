@@ -4,6 +4,7 @@ decomposition, or declared not differentiable) and a test oracle."""
 import pytest
 
 from irtool.exporters.onnx import LOWERINGS
+from irtool.exporters.torch.lowering import LOWERINGS as TORCH_LOWERINGS
 from irtool.ir.opdef import REGISTRY
 from irtool.runtime.kernels import KERNELS
 from tests.oracles import ORACLES
@@ -19,6 +20,8 @@ def _missing(op):
         gaps.append("numpy kernel")
     if op not in LOWERINGS and op.decompose is None:
         gaps.append("ONNX lowering")
+    if op not in TORCH_LOWERINGS and op.decompose is None:
+        gaps.append("torch lowering")
     if op.differentiable and op.vjp is None and op.decompose is None:
         gaps.append("vjp")
     if op.name not in ORACLES:

@@ -8,11 +8,13 @@
   batch; and torch -> IR -> ONNX -> IR -> torch;
 - save_exported_program writes a .pt2 that torch.export.load runs.
 """
+import copy
+
 import numpy as np
 import pytest
 
 import irtool
-from irtool.errors import IRTypeError, UnsupportedError
+from irtool.errors import IRTypeError, RuntimeFailure, UnsupportedError
 from irtool.ir.dtypes import check_dtype, is_float
 from irtool.ir.opdef import REGISTRY
 from tests.op_harness import loss_graph, single_op_graph
@@ -89,6 +91,32 @@ def test_autograd_matches_irtool_grad(op, sample):
         torch.testing.assert_close(t, torch.from_numpy(np.array(a)), msg=lambda m: f"input {i} of {op.name}: {m}")
 
 
+def _first_and_last(cases):
+    by_op = {}
+    for p in cases:
+        by_op.setdefault(p.values[0].name, []).append(p)
+    return [p for ps in by_op.values() for p in {id(q): q for q in (ps[0], ps[-1])}.values()]
+
+
+@pytest.mark.parametrize("op,sample", _first_and_last(CASES))
+def test_torch_export_of_every_op(op, sample):
+    graph, arrays = single_op_graph(op, sample)
+    args = tuple(from_numpy(a) for a in arrays)
+    program = torch.export.export(to_torch(graph), args)
+    for t, e in zip(_tuple(program.module()(*args)), irtool.run(graph, arrays)):
+        torch.testing.assert_close(t, from_numpy(e), equal_nan=True)
+
+
+@pytest.mark.parametrize("op,sample", [c for c in CASES if c.values[1].inputs])
+def test_every_op_stays_on_the_module_device(op, sample):
+    """Constants, index arrays and created tensors follow .to(device): checked
+    on the meta device, which also catches host reads such as .item()."""
+    graph, arrays = single_op_graph(op, sample)
+    out = _tuple(to_torch(graph).to("meta")(*[from_numpy(a).to("meta") for a in arrays]))
+    assert [t.device.type for t in out] == ["meta"] * len(out)
+    assert [tuple(t.shape) for t in out] == [v.shape for v in graph.outputs]
+
+
 def test_params_become_parameters_and_buffers_named_like_the_ir():
     b = irtool.Builder("named")
     x = b.input("x", "float32", ("batch", 4))
@@ -119,6 +147,28 @@ def test_bad_inputs_are_named():
     with pytest.raises(IRTypeError, match="expected rank 2"):
         m(torch.ones(2, 4), torch.ones(2))
     torch.testing.assert_close(m(y=torch.ones(2, 4), x=torch.ones(2, 4)), torch.full((2, 4), 2.0))
+
+
+def test_runtime_failures_name_the_node():
+    b = irtool.Builder("g")
+    x = b.input("x", "float32", (3, 2))
+    i = b.input("i", "int64", (2,))
+    m = to_torch(b.build([b.gather(x, i, axis=0)]))
+    with pytest.raises(RuntimeFailure, match=r"gather\(%x, %i, axis=0\)"):
+        m(torch.ones(3, 2), torch.tensor([0, 7]))
+
+
+def test_modules_copy_and_differentiate_twice():
+    model, inputs, dyn = build("mlp")
+    m = to_torch(irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn))
+    twin = copy.deepcopy(m)
+    x = inputs(3, 5)[0].requires_grad_(True)
+    torch.testing.assert_close(twin(x), m(x))
+    gx, = torch.autograd.grad(m(x).pow(2).sum(), x, create_graph=True)
+    hx, = torch.autograd.grad(gx.pow(2).sum(), x)
+    model_gx, = torch.autograd.grad(model(x).pow(2).sum(), x, create_graph=True)
+    model_hx, = torch.autograd.grad(model_gx.pow(2).sum(), x)
+    torch.testing.assert_close(hx, model_hx, **FWD)
 
 
 def test_unlowered_op_is_reported(monkeypatch):
@@ -162,17 +212,23 @@ def test_symbolic_shape_attrs_follow_the_input_shapes():
 
 def test_gradient_graph_runs_in_torch():
     """An irtool.grad graph (max_pool_backward, conv_transpose, scatter_add...)
-    is an ordinary graph: its torch module equals the numpy runtime."""
+    is an ordinary graph: its torch module equals the numpy runtime, also
+    exported with a dynamic batch."""
     model, inputs, dyn = build("cnn")
     graph = irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn)
     b = irtool.Builder("loss")
     vmap = b.copy_graph(graph)
     out = vmap[graph.outputs[0]]
     g = irtool.grad(b.build([b.reduce_mean(b.mul(out, out))]))
+    module = to_torch(g)
     feeds = [a.numpy() for a in inputs(3, 5)]
-    got = to_torch(g)(*[torch.from_numpy(a) for a in feeds])
+    got = module(*[torch.from_numpy(a) for a in feeds])
     for t, e in zip(got, irtool.run(g, feeds)):
         torch.testing.assert_close(t.detach(), torch.from_numpy(np.asarray(e)), **FWD)
+    program = torch.export.export(module, inputs(3, 5), dynamic_shapes=dynamic_shapes_for(g, module))
+    feeds = [a.numpy() for a in inputs(5, 5)]
+    for t, e in zip(program.module()(*[torch.from_numpy(a) for a in feeds]), irtool.run(g, feeds)):
+        torch.testing.assert_close(t, torch.from_numpy(np.asarray(e)), **FWD)
 
 
 # -- the model zoo ------------------------------------------------------------------------
@@ -269,7 +325,7 @@ def test_zoo_state_dict_round_trips(zoo, name):
             torch.testing.assert_close(g, e, **FWD)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "lstm", "encoder", "attention", "bert"])
+@pytest.mark.parametrize("name", ZOO_NAMES)
 def test_zoo_torch_export_with_dynamic_shapes(zoo, name):
     model, inputs, graph, ours = zoo(name)
     program = torch.export.export(ours, inputs(3, 5), dynamic_shapes=dynamic_shapes_for(graph, ours))

@@ -147,3 +147,14 @@ def test_bad_input_spec_is_usage_error(files):
     assert code == 2 and "NAME:SHAPE" not in err or "shape" in err
     code, _, err = _cli("convert", str(d / "whole.pt"), "--dynamic", "x=batch")
     assert code == 2
+
+
+def test_convert_to_torch_program(files, tmp_path):
+    d, model = files
+    out = tmp_path / "back.pt2"
+    code, _, err = _cli("convert", str(d / "mlp.pt2"), "--to", "torch", "-o", str(out))
+    assert code == 0, err
+    ep = torch.export.load(out)
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(ep.module()(x), model(x), rtol=1e-5, atol=1e-6)
+    assert {k for k in ep.state_dict} >= {"fc1.weight", "fc3.bias"}

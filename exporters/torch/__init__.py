@@ -16,6 +16,7 @@ with torch ops (exporters/torch/lowering.py, one table over every IR op).
 The one thing to know: ops without a torch lowering are expanded through
 their IR `decompose` rule first; anything left is an UnsupportedError.
 """
+import collections
 import keyword
 import re
 
@@ -23,16 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from irtool.errors import IRTypeError, RuntimeFailure, UnsupportedError
-from irtool.exporters.torch.lowering import LOWERINGS, from_numpy, lowering_for, torch_dtype
+from irtool.errors import ExportError, IRTypeError, RuntimeFailure, UnsupportedError
+from irtool.exporters.torch.lowering import CREATION, LOWERINGS, from_numpy, lowering_for, torch_dtype
 from irtool.ir.ops import shape_ops
-from irtool.ir.shapes import bind, check_bound, evaluate, fmt
+from irtool.ir.shapes import bind, check_bound, fmt, has_symbol, resolve
 from irtool.ir.text import node_line
 from irtool.ir.transform import decompose
 
 __all__ = ["IRModule", "LOWERINGS", "to_torch", "export_program", "save_exported_program",
            "dynamic_shapes_for"]
 
+_Input = collections.namedtuple("_Input", "slot name dtype shape")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")     # a dim an input can bind (not "2*b", "(a+b)")
 _CONSTANTS = "ir_constants"
 
@@ -70,7 +72,8 @@ class IRModule(nn.Module):
         for v in graph.values():
             slot[v] = len(slot)
         self._nslots = len(slot)
-        self._inputs = [(slot[v], v) for v in graph.inputs]
+        # plain data only (no IR objects), so copy.deepcopy and pickling of the plan work
+        self._inputs = [_Input(slot[v], v.name, v.dtype, v.shape) for v in graph.inputs]
         # (slot, owning module, attribute name): read at every call, so .to(), load_state_dict
         # and torch.export's parameter swapping are all seen
         for name, p in graph.params.items():
@@ -126,9 +129,10 @@ class IRModule(nn.Module):
             if n.op is shape_ops.CONSTANT:
                 continue
             attrs = dict(n.attrs)
-            symbolic = tuple(a for a in n.op.shape_attrs if a in attrs and _has_symbol(attrs[a]))
+            symbolic = tuple(a for a in n.op.shape_attrs if a in attrs and has_symbol(attrs[a]))
+            where = node_line(n) + (f" (from {n.source})" if n.source else "")
             steps.append((lowering_for(n), [slot[v] for v in n.inputs], [slot[o] for o in n.outputs],
-                          attrs, symbolic, frees[i], n))
+                          attrs, symbolic, n.op in CREATION, frees[i], where))
         return steps
 
     # -- running ----------------------------------------------------------------
@@ -137,27 +141,28 @@ class IRModule(nn.Module):
             raise IRTypeError(f"{self.ir_graph_name} takes {len(self._inputs)} inputs "
                               f"({', '.join(self.ir_arg_names)}), got {len(inputs)}")
         slots = [None] * self._nslots
-        tensors = [self._check_input(v, t) for (_, v), t in zip(self._inputs, inputs)]
+        tensors = [self._check_input(v, t) for v, t in zip(self._inputs, inputs)]
         env = self._bind(tensors)
-        for (s, _), t in zip(self._inputs, tensors):
-            slots[s] = t
+        for v, t in zip(self._inputs, tensors):
+            slots[v.slot] = t
         for s, owner, attr in self._leaves:
             slots[s] = getattr(owner, attr)
-        eager = not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
-        for fn, ins, outs, attrs, symbolic, frees, node in self._steps:
-            if symbolic:
+        eager = not (torch.compiler.is_compiling() or _is_exporting())
+        device = _device(tensors, slots, self._leaves)
+        for fn, ins, outs, attrs, symbolic, creates, frees, where in self._steps:
+            if symbolic or creates:
                 attrs = dict(attrs)
                 for a in symbolic:
-                    attrs[a] = _resolve(attrs[a], env)
+                    attrs[a] = resolve(attrs[a], env)
+                if creates:
+                    attrs["device"] = device
             args = [slots[i] for i in ins]
             if eager:
                 try:
                     result = fn(*args, **attrs)
                 except Exception as e:  # noqa: BLE001 - re-raised with the node named
-                    where = f" (from {node.source})" if node.source else ""
                     shapes = ", ".join(fmt(tuple(a.shape)) for a in args)
-                    raise RuntimeFailure(f"{node_line(node)}{where}: inputs {shapes}: "
-                                         f"{type(e).__name__}: {e}") from e
+                    raise RuntimeFailure(f"{where}: inputs {shapes}: {type(e).__name__}: {e}") from e
             else:
                 result = fn(*args, **attrs)
             if len(outs) == 1:
@@ -185,7 +190,7 @@ class IRModule(nn.Module):
         With concrete sizes the shapes are checked as the numpy runtime does."""
         concrete = all(isinstance(d, int) for t in tensors for d in t.shape)
         env = {}
-        for (_, v), t in zip(self._inputs, tensors):
+        for v, t in zip(self._inputs, tensors):
             if concrete:
                 err = bind(v.shape, tuple(t.shape), env)
                 if err:
@@ -198,14 +203,29 @@ class IRModule(nn.Module):
                 if isinstance(d, str) and _PLAIN.match(d) and d not in env:
                     env[d] = c
         if concrete:
-            for (_, v), t in zip(self._inputs, tensors):
+            for v, t in zip(self._inputs, tensors):
                 err = check_bound(v.shape, tuple(t.shape), env)
                 if err:
                     raise IRTypeError(f"input {v.name!r}: {err}")
         return env
 
     def extra_repr(self):
-        return f"graph={self.ir_graph_name!r}, inputs=({', '.join(self.ir_arg_names)}), steps={len(self._steps)}"
+        return (f"graph={self.ir_graph_name!r}, inputs=({', '.join(self.ir_arg_names)}), "
+                f"steps={len(self._steps)}")
+
+
+def _is_exporting():
+    fn = getattr(torch.compiler, "is_exporting", None)     # torch >= 2.7
+    return bool(fn and fn())
+
+
+def _device(tensors, slots, leaves):
+    """Where creation ops put their results: the inputs', else the params'."""
+    for t in tensors:
+        return t.device
+    for s, _, _ in leaves:
+        return slots[s].device
+    return torch.device("cpu")
 
 
 def _attach(owner, name, tensor, trainable):
@@ -221,16 +241,6 @@ def _free_name(module, base):
         i += 1
         name = f"{base}_{i}"
     return name
-
-
-def _has_symbol(v):
-    return isinstance(v, str) or (isinstance(v, tuple) and any(isinstance(d, str) for d in v))
-
-
-def _resolve(v, env):
-    if isinstance(v, str):
-        return evaluate(v, env)
-    return tuple(evaluate(d, env) if isinstance(d, str) else d for d in v)
 
 
 def _identifier(name):
@@ -260,8 +270,9 @@ def _class_name(name):
 def _make_forward(names):
     """forward(self, <one argument per graph input>), so torch.export can match
     dynamic_shapes by name."""
-    args = ", ".join(names)
-    src = f"def forward(self{', ' if names else ''}{args}):\n    return self._run(({args}{',' if names else ''}))\n"
+    params = "".join(f", {n}" for n in names)
+    packed = "".join(f"{n}, " for n in names)
+    src = f"def forward(self{params}):\n    return self._run(({packed}))\n"
     scope = {}
     exec(compile(src, "<irtool.exporters.torch forward>", "exec"), scope)   # noqa: S102 - names are sanitized
     fn = scope["forward"]
@@ -319,13 +330,24 @@ def export_program(graph, example_inputs=None, named_dims=False):
     example_inputs = tuple(from_numpy(a) if isinstance(a, np.ndarray) else a for a in example_inputs)
     spec = dynamic_shapes_for(graph, module, named=named_dims)
     dynamic = spec if any(s is not None for s in spec.values()) else None
-    return torch.export.export(module, example_inputs, dynamic_shapes=dynamic)
+    try:
+        return torch.export.export(module, example_inputs, dynamic_shapes=dynamic)
+    except torch._dynamo.exc.UserError as e:
+        if not named_dims:
+            raise
+        raise ExportError(f"torch.export rejected the named dims of {graph.name!r} (the model constrains "
+                          f"them); export with named_dims=False (Dim.DYNAMIC) instead. torch says: {e}") from e
 
 
 def save_exported_program(graph, path, example_inputs=None, named_dims=False):
     """Write `graph` as a torch.export program (.pt2) and return the program.
     Without example inputs, random ones are made (irtool.compare.random_inputs);
     symbolic dims become Dim.DYNAMIC (or named Dims with named_dims=True)."""
+    import io
+
+    from irtool.ir.serialize import atomic_write
     program = export_program(graph, example_inputs, named_dims=named_dims)
-    torch.export.save(program, path)
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    atomic_write(path, buf.getvalue())        # never a half-written file
     return program

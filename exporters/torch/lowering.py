@@ -6,6 +6,8 @@ under torch.export). Entries marked `@per_node` are called once, when the
 module is built, as `fn(node)` and return such a function: they read the
 node's static IR types (a slice's static axis size, squeeze's default axes).
 
+Creation ops (CREATION: arange, full) also get `device=`, the module's device.
+
 The one thing to know: every entry must reproduce the numpy kernel
 (runtime/kernels) exactly and stay traceable by torch.export: no Python
 branches on tensor values or on symbolic sizes, and constant arrays made
@@ -314,8 +316,11 @@ def _wrap(indices, size):
 
 
 def _gather(x, indices, axis=0):
-    # advanced indexing wraps negative indices itself, like np.take
-    return x[_axis_index(x.ndim, axis % x.ndim, indices)]
+    # index_select of the flattened (wrapped) indices: advanced indexing would
+    # read a 0-d index back to the host (.item())
+    axis %= x.ndim
+    picked = torch.index_select(x, axis, _wrap(indices, x.shape[axis]).reshape(-1))
+    return picked.reshape(tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1:]))
 
 
 def _gather_elements(x, indices, axis=0):
@@ -341,18 +346,22 @@ def _arange(node):
     dt = torch_dtype(out.dtype)
     n = out.shape[0]
 
-    def lower(start, stop, step=1, dtype=None):
+    def lower(start, stop, step=1, dtype=None, device=None):
         if not isinstance(n, int):         # symbolic bound: integer dtype, step 1
-            return torch.arange(start, stop, 1, dtype=dt)
+            return torch.arange(start, stop, 1, dtype=dt, device=device)
         if dt.is_floating_point:           # the kernel: start + i*step in float64, rounded once
-            return (torch.arange(n, dtype=torch.float64) * step + start).to(dt)
-        return (torch.arange(n, dtype=torch.int64) * step + start).to(dt)
+            return (torch.arange(n, dtype=torch.float64, device=device) * step + start).to(dt)
+        return (torch.arange(n, dtype=torch.int64, device=device) * step + start).to(dt)
     return lower
 
 
-def _full(shape, value, dtype="float32"):
+def _full(shape, value, dtype="float32", device=None):
     dt = torch_dtype(dtype)
-    return torch.full(tuple(shape), _fill(value, dt), dtype=dt)
+    return torch.full(tuple(shape), _fill(value, dt), dtype=dt, device=device)
+
+
+# ops that make tensors from attrs alone: called with device= (the module's device)
+CREATION = (sops.ARANGE, sops.FULL)
 
 
 SHAPE = {

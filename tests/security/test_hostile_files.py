@@ -29,19 +29,22 @@ BUGS = {
 }
 
 
-def _marks(name):
+def _marks(name, message=True):
+    """xfail marks of a case. Keras cases are refused today because Keras files are
+    not read at all: tests of the refusal *message* wait for the loader, tests
+    that nothing ran and nothing was written hold already and must keep holding."""
     marks = []
-    if name.startswith("keras_"):
+    if name.startswith("keras_") and message:
         marks.append(KERAS_NOT_WIRED)
-    if name.startswith("h5_"):
+    if name.startswith("h5_") and message:
         marks.append(H5_NOT_WIRED)
     if name in BUGS:
         marks.append(pytest.mark.xfail(strict=True, reason=BUGS[name]))
     return marks
 
 
-def _params(names):
-    return [pytest.param(n, marks=_marks(n), id=n) for n in names]
+def _params(names, message=True):
+    return [pytest.param(n, marks=_marks(n, message), id=n) for n in names]
 
 
 def _build(name, tmp_path):
@@ -58,9 +61,11 @@ def _listing(root):
     return out
 
 
-def _has_needle(message, needles):
-    low = message.lower()
-    return any(n.lower() in low for n in needles)
+def _has_needle(message, needles, root):
+    """The message says why (one of `needles`), not merely that the format is
+    unsupported; the tmp folder's name is cut out so it cannot match."""
+    low = message.replace(str(root), "<tmp>").lower()
+    return "not supported by this version" not in low and any(n.lower() in low for n in needles)
 
 
 def test_corpus_has_at_least_25_hostile_inputs():
@@ -83,29 +88,45 @@ def test_api_refuses(name, tmp_path):
     msg = str(e.value)
     assert not h.canary.exists(), f"{name}: the payload ran"
     assert _listing(tmp_path) == before
-    assert _has_needle(msg, h.needles), f"{name}: message {msg!r} names none of {h.needles}"
-    if h.kind != "keras":         # keras messages are checked once wired
-        assert len(msg) < 2000, msg
+    assert _has_needle(msg, h.needles, tmp_path), f"{name}: message {msg!r} names none of {h.needles}"
 
 
-@pytest.mark.parametrize("name", _params(corpus.NAMES))
-def test_cli_refuses_in_process(name, tmp_path, capsys):
+def _cli_in_process(h):
     from irtool.cli import main
-    h = _build(name, tmp_path)
-    before = _listing(tmp_path)
     sys_path = list(sys.path)
     sys.path[:0] = list(h.syspath)
     try:
-        code = main(h.argv)
+        return main(h.argv)
     finally:
         sys.path[:] = sys_path
+
+
+@pytest.mark.parametrize("name", _params(corpus.NAMES, message=False))
+def test_cli_refuses_in_process(name, tmp_path, capsys):
+    h = _build(name, tmp_path)
+    before = _listing(tmp_path)
+    code = _cli_in_process(h)
     out, err = capsys.readouterr()
     assert not h.canary.exists(), f"{name}: the payload ran or an output was written"
     assert _listing(tmp_path) == before, "files appeared or vanished"
     assert code == 1, (code, err)
-    assert err.startswith("irtool: error:"), err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert _has_needle(err, h.needles), f"{name}: {err!r} names none of {h.needles}"
+    assert err.startswith("irtool: error:") and "Traceback" not in err, err
+
+
+MULTILINE = "BUG: frontends/torch_files.py load_pt2 puts torch's whole multi-line UnpicklingError text in " \
+            "the refusal (use _first_line(e)), so the CLI error spans several lines"
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n) + (
+    [pytest.mark.xfail(strict=True, reason=MULTILINE)] if n.startswith("pt2_") else []), id=n)
+    for n in corpus.NAMES])
+def test_cli_error_is_one_clear_line(name, tmp_path, capsys):
+    h = _build(name, tmp_path)
+    code = _cli_in_process(h)
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert _has_needle(err, h.needles, tmp_path), f"{name}: {err!r} names none of {h.needles}"
 
 
 # the real entry point, for one case of each kind (the in-process test covers them all)
@@ -124,8 +145,8 @@ def test_cli_refuses_as_a_program(name, tmp_path):
     assert not h.canary.exists(), f"{name}: the payload ran or an output was written"
     assert _listing(tmp_path) == before
     assert p.returncode == 1, p.stderr
-    assert p.stderr.startswith("irtool: error:") and p.stderr.count("\n") == 1, p.stderr
-    assert _has_needle(p.stderr, h.needles), p.stderr
+    assert p.stderr.startswith("irtool: error:") and "Traceback" not in p.stderr, p.stderr
+    assert _has_needle(p.stderr, h.needles, tmp_path), p.stderr
 
 
 REAL = [n for n in corpus.NAMES if not n.startswith(("keras_", "h5_", "onnx_", "irz_"))
