@@ -6,6 +6,7 @@ import dataclasses
 import io
 import logging
 import os
+import sys
 import warnings
 
 
@@ -72,7 +73,8 @@ class Context:
 
 def setup_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    with quiet():
+        import tensorflow as tf
     try:
         tf.config.threading.set_intra_op_parallelism_threads(2)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -83,16 +85,30 @@ def setup_tensorflow():
 
 @contextlib.contextmanager
 def quiet():
-    """Silence the converters' progress prints, warnings and log chatter."""
+    """Silence the converters' progress prints, warnings and log chatter,
+    including what native code writes to file descriptors 1 and 2 (the
+    TorchScript exporter dumps whole graphs there when it fails)."""
     loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch.export", "tf2onnx", "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
             yield
-        finally:
-            for lg, lv in zip(loggers, levels):
-                lg.setLevel(lv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved + [devnull]:
+            os.close(fd)
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)

@@ -30,15 +30,17 @@ def trace_keras(ctx, case):
     """irtool.trace on a Keras model; while irtool.trace does not dispatch
     Keras yet, the TF frontend's own entry point (with a note)."""
     from irtool.errors import UnsupportedError
-    try:
-        return irtool.trace(case.model, tuple(case.inputs))
-    except UnsupportedError:
-        from irtool.frontends import tf_trace
-        if not hasattr(tf_trace, "trace_tf"):
-            raise
-        ctx.note("Keras rows: irtool.trace does not dispatch Keras models yet; used "
-                 "irtool.frontends.tf_trace.trace_tf(model, example_inputs=...)")
-        return tf_trace.trace_tf(case.model, example_inputs=list(case.inputs))
+    with quiet():       # TensorFlow's AutoGraph warnings
+        try:
+            return irtool.trace(case.model, tuple(case.inputs))
+        except UnsupportedError:
+            from irtool.frontends import tf_trace
+            if not hasattr(tf_trace, "trace_tf"):
+                raise
+            graph = tf_trace.trace_tf(case.model, example_inputs=list(case.inputs))
+    ctx.note("Keras rows: irtool.trace does not dispatch Keras models yet; used "
+             "irtool.frontends.tf_trace.trace_tf(model, example_inputs=...)")
+    return graph
 
 
 def _is_keras(case):

@@ -51,6 +51,13 @@ class Row:
             return None
         return self.ours.median / self.theirs.median
 
+    @property
+    def ratio_of_minima(self):
+        """ours.min / peer.min: steadier than the medians when other processes load the machine."""
+        if self.ours is None or self.theirs is None or self.theirs.min == 0:
+            return None
+        return self.ours.min / self.theirs.min
+
     def meets_target(self):
         _, _, target, applies, _ = SECTIONS[self.section]
         value = self.ratio if applies == "ratio" else (self.ours.median if self.ours else None)
@@ -60,7 +67,7 @@ class Row:
         return {"section": self.section, "model": self.model, "peer": self.peer,
                 "ours": self.ours.to_json() if self.ours else None,
                 "peer_stats": self.theirs.to_json() if self.theirs else None,
-                "ratio": self.ratio, "meets_target": self.meets_target(), "notes": self.notes,
+                "ratio": self.ratio, "ratio_of_minima": self.ratio_of_minima, "meets_target": self.meets_target(), "notes": self.notes,
                 "unit": SECTIONS[self.section][1] if self.scale == 1 else "ms"}
 
 
@@ -90,13 +97,15 @@ def section_table(section, rows):
     title, unit, target, applies, desc = SECTIONS[section]
     goal = f"target: ratio ≤ {target}" if applies == "ratio" else f"target: ours ≤ {target} {unit}"
     lines = [f"## {title}", "", f"{desc} Unit: {unit}; {goal}.", "",
-             "| model | ours median (min–max) | peer | peer median (min–max) | ratio | target | notes |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | ours median (min–max) | peer | peer median (min–max) | ratio | ratio of minima "
+             "| target | notes |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = "—" if r.ratio is None else f"{r.ratio:.2f}"
+        rmin = "—" if r.ratio_of_minima is None or r.ours.n == 1 else f"{r.ratio_of_minima:.2f}"
         ok = {True: "✓", False: "✗", None: "—"}[r.meets_target()]
         lines.append(f"| {r.model} | {_fmt(r.ours, r.scale)} | {r.peer} | {_fmt(r.theirs, r.scale)} | "
-                     f"{ratio} | {ok} | {r.notes} |")
+                     f"{ratio} | {rmin} | {ok} | {r.notes} |")
     return "\n".join(lines)
 
 

@@ -33,7 +33,8 @@ KERAS_EXTS = (".keras", ".h5", ".hdf5")
 
 # ops that move variables and checkpoints around, and function plumbing
 PLUMBING = {"Placeholder", "PlaceholderWithDefault", "NoOp", "Identity", "IdentityN", "Const", "VarHandleOp",
-            "ReadVariableOp", "PartitionedCall", "StatefulPartitionedCall", "VarIsInitializedOp"}
+            "ReadVariableOp", "PartitionedCall", "StatefulPartitionedCall", "VarIsInitializedOp",
+            "While", "StatelessWhile", "If", "StatelessIf"}
 CHECKPOINT = {"AssignVariableOp", "RestoreV2", "SaveV2", "MergeV2Checkpoints", "ShardedFilename", "StringJoin",
               "StaticRegexFullMatch", "Select", "Pack", "DisableCopyOnRead", "DestroyResourceOp",
               "VariableV2", "Assign", "RestoreSlice", "SaveSlices", "ShardedFilespec"}
@@ -215,17 +216,15 @@ def load_saved_model(path, trust_code=False):
 
 def _function_ops(cf):
     """Op counts of a concrete function and everything it calls."""
-    from irtool.frontends.tf_trace import _CALLS, _callee
+    from irtool.frontends.tf_trace import called_graphs
     counts, seen = {}, set()
 
     def walk(graph, graphs):
         for op in graph.get_operations():
             counts[op.type] = counts.get(op.type, 0) + 1
-            if op.type in _CALLS:
-                name = op.get_attr("f").name
+            for name, g in called_graphs(op, graphs):
                 if name not in seen:
                     seen.add(name)
-                    g = _callee(op, graphs)
                     walk(g, graphs + [g])
 
     walk(cf.graph, [cf.graph])

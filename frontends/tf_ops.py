@@ -12,8 +12,6 @@ layout (None = TF's order), transposing only when needed.
 Semantics follow TensorFlow's kernels; where the IR differs (SAME padding,
 half-pixel resize, conv kernel layouts) the entry converts.
 """
-import math
-
 import numpy as np
 
 from irtool.errors import UnsupportedError
@@ -298,6 +296,8 @@ UNARY = {
     "Sin": (lambda b, x: b.sin(x), np.sin),
     "Cos": (lambda b, x: b.cos(x), np.cos),
     "IsNan": (lambda b, x: b.isnan(x), np.isnan),
+    "IsInf": (lambda b, x: b.eq(b.abs(x), float("inf")), np.isinf),
+    "IsFinite": (lambda b, x: b.lt(b.abs(x), float("inf")), np.isfinite),
     "LogicalNot": (lambda b, x: b.logical_not(x), np.logical_not),
 }
 
@@ -496,26 +496,38 @@ def _concat(ctx, op, *args):
 
 
 def _pack(ctx, op, *xs):
-    rank = xs[0].rank + 1
-    axis = _norm(ctx.attr("axis", 0), rank)
+    return _pack_tvs(ctx, op, xs, _norm(ctx.attr("axis", 0), xs[0].rank + 1))
+
+
+def _pack_tvs(ctx, op, xs, axis):
+    dtype = xs[0].dtype
     if all(x.static is not None for x in xs):
         if all(x.const is not None for x in xs):
-            return ctx.constant(np.stack([x.const for x in xs], axis=axis), _out_dtype(op))
-        return ctx.symbolic(np.stack([np.asarray(x.static, dtype=object) for x in xs], axis=axis), _out_dtype(op))
+            return ctx.constant(np.stack([x.const for x in xs], axis=axis), dtype)
+        return ctx.symbolic(np.stack([np.asarray(x.static, dtype=object) for x in xs], axis=axis), dtype)
     b = ctx.b
+    perms = [x.perm for x in xs if x.value is not None]
+    perm = perms[0] if perms and all(p == perms[0] for p in perms) and len(perms) == len(xs) else None
+    if perm is not None:     # stack in the items' layout: the new axis goes first in IR order too
+        out_perm = (axis,) + tuple(p + (1 if p >= axis else 0) for p in perm)
+        vals = [b.unsqueeze(ctx.value(x, perm), axes=(0,)) for x in xs]
+        return ctx.tensor(vals[0] if len(vals) == 1 else b.concat(vals, axis=0), out_perm)
     vals = [b.unsqueeze(ctx.value(x), axes=(axis,)) for x in xs]
     return ctx.tensor(vals[0] if len(vals) == 1 else b.concat(vals, axis=axis))
 
 
 def _unpack(ctx, op, x):
-    axis = _norm(ctx.attr("axis", 0), x.rank)
+    return _unpack_axis(ctx, op, x, _norm(ctx.attr("axis", 0), x.rank))
+
+
+def _unpack_axis(ctx, op, x, axis):
     n = x.shape[axis]
     if x.static is not None:
         arr = np.asarray(x.static)
         parts = [np.take(arr, i, axis=axis) for i in range(arr.shape[axis])]
         return [ctx.constant(p, x.dtype) if x.const is not None else ctx.symbolic(p, x.dtype) for p in parts]
     if not isinstance(n, int):
-        raise UnsupportedError(f"Unpack {op.name!r} along a symbolic axis")
+        raise UnsupportedError(f"{op.type} {op.name!r} along a symbolic axis")
     if x.value is None:
         ctx.value(x)
     a = _ir_axis(x, axis)
@@ -687,6 +699,18 @@ def _gather(ctx, op, params, indices, axis_tv=None):
 
 def _resource_gather(ctx, op, resource, indices):
     return _gather(ctx, op, resource, indices)
+
+
+def _reverse(ctx, op, x, axes_tv):
+    axes = sorted({_norm(a, x.rank) for a in ctx.ints(axes_tv, "axis")})
+    if x.static is not None:
+        arr = np.flip(np.asarray(x.static), axis=tuple(axes))
+        return ctx.constant(arr, x.dtype) if x.const is not None else ctx.symbolic(arr, x.dtype)
+    if not axes:
+        return x
+    if x.value is None:
+        ctx.value(x)
+    return ctx.tensor(ctx.b.flip(x.value, axes=tuple(sorted(_ir_axis(x, a) for a in axes))), x.perm)
 
 
 def _tile(ctx, op, x, multiples):
@@ -967,7 +991,7 @@ def _conv(ctx, op, x, w):
     layout, strides, dils = _conv_setup(ctx, op, x, n)
     xv = ctx.value(x, layout)
     kernel = [int(k) for k in w.shape[:n]]
-    override = ctx.conv_overrides.get(op.name)
+    override = ctx.conv_overrides.get(op)
     if override is not None:
         dils = override["dilations"]
         begins, ends = override["pads"]
@@ -1040,8 +1064,6 @@ def _pool(kind):
 
 
 def _fused_batch_norm(ctx, op, x, scale, offset, mean, var):
-    if ctx.attr("is_training", False) and not (mean.rank and mean.shape[0] != 0):
-        raise UnsupportedError(f"{op.type} {op.name!r} in training mode (trace with training=False)")
     if ctx.attr("is_training", False):
         raise UnsupportedError(f"{op.type} {op.name!r} in training mode (trace with training=False)")
     fmt = ctx.attr("data_format", "NHWC")
@@ -1069,11 +1091,10 @@ def _resize(mode):
                 raise UnsupportedError(f"{op.type} {op.name!r}: legacy asymmetric resize (half_pixel_centers="
                                        "False, align_corners=False); use tf.image.resize (half-pixel centres)")
             return ctx.tensor(b.resize(xv, size=size, mode="linear", align_corners=align), layout)
-        # nearest: TF picks floor((o + 0.5) * in / out) with half-pixel centres, round(o * scale) with align_corners
-        if not align and all(isinstance(i, int) and o % i == 0 for i, o in zip(in_sizes, size)) \
-                or (not align and not half):
-            if all(isinstance(i, int) and o % i == 0 for i, o in zip(in_sizes, size)):
-                return ctx.tensor(b.resize(xv, size=size, mode="nearest"), layout)
+        # nearest: TF picks floor((o + 0.5) * in / out) with half-pixel centres, round(o * scale) with
+        # align_corners, floor(o * in / out) otherwise; on whole upscaling factors all agree with the IR's
+        if not align and all(o % i == 0 for i, o in zip(in_sizes, size)):
+            return ctx.tensor(b.resize(xv, size=size, mode="nearest"), layout)
         v = xv
         for a, (i, o) in enumerate(zip(in_sizes, size)):
             if align:
@@ -1101,13 +1122,78 @@ def _read_variable(ctx, op, handle):
     return handle
 
 
+# -- TensorLists (what unrolled loops read and write) ------------------------------------
+
+def _tensor_list(items):
+    return TV("variant", (), items=list(items))
+
+
+def _list_items(ctx, op, lst):
+    if lst.items is None:
+        raise UnsupportedError(f"{op.type} {op.name!r} on a TensorList irtool did not build")
+    return lst.items
+
+
+def _list_reserve(ctx, op, element_shape, num):
+    n = ctx.scalar(num, "num_elements")
+    if not isinstance(n, int) or n < 0:
+        raise UnsupportedError(f"TensorListReserve {op.name!r} with a dynamic or unknown length")
+    return _tensor_list([None] * n)
+
+
+def _list_from_tensor(ctx, op, x, element_shape):
+    if not isinstance(x.shape[0], int):
+        raise UnsupportedError(f"TensorListFromTensor {op.name!r}: symbolic length {x.shape[0]}")
+    if x.shape[0] == 0:
+        return _tensor_list([])
+    parts = _unpack_axis(ctx, op, x, 0)
+    return _tensor_list(parts)
+
+
+def _list_get(ctx, op, lst, index, element_shape):
+    items = _list_items(ctx, op, lst)
+    i = int(ctx.scalar(index, "index"))
+    if not -len(items) <= i < len(items) or items[i] is None:
+        raise UnsupportedError(f"TensorListGetItem {op.name!r}: item {i} is not set")
+    return items[i]
+
+
+def _list_set(ctx, op, lst, index, item):
+    items = list(_list_items(ctx, op, lst))
+    i = int(ctx.scalar(index, "index"))
+    if not -len(items) <= i < len(items):
+        if ctx.attr("resize_if_index_out_of_bounds", False) and i >= len(items):
+            items += [None] * (i + 1 - len(items))
+        else:
+            raise UnsupportedError(f"TensorListSetItem {op.name!r}: index {i} out of range")
+    items[i] = item
+    return _tensor_list(items)
+
+
+def _list_push(ctx, op, lst, item):
+    return _tensor_list(list(_list_items(ctx, op, lst)) + [item])
+
+
+def _list_stack(ctx, op, lst, element_shape):
+    items = _list_items(ctx, op, lst)
+    if any(t is None for t in items):
+        raise UnsupportedError(f"TensorListStack {op.name!r}: not every item was set")
+    if not items:
+        raise UnsupportedError(f"TensorListStack {op.name!r} of an empty list")
+    return _pack_tvs(ctx, op, items, 0)
+
+
+def _list_length(ctx, op, lst):
+    return ctx.constant(np.array(len(_list_items(ctx, op, lst))), _out_dtype(op))
+
+
 # -- patterns -----------------------------------------------------------------------
 
 class Patterns:
     def __init__(self):
-        self.alias = set()       # op names whose output is their first input
-        self.unchecked = set()   # op names whose TF shapes differ from the rewritten ones
-        self.conv = {}           # conv op name -> {"dilations", "pads"}
+        self.alias = set()       # ops whose output is their first input
+        self.unchecked = set()   # ops whose TF shapes differ from the rewritten ones
+        self.conv = {}           # conv op -> {"dilations", "pads"}
 
 
 _CONVS = ("Conv2D", "Conv3D", "DepthwiseConv2dNative")
@@ -1175,9 +1261,9 @@ def find_patterns(ops):
             ends[j] = int(paddings[k][1]) - int(crops[k][1])
         if min(begins + ends) < 0:
             continue
-        pats.alias.update({s2b.name, b2s.name})
-        pats.unchecked.update({s2b.name, conv.name, b2s.name} | {o.name for o in chain + tail})
-        pats.conv[conv.name] = {"dilations": dils, "pads": (begins, ends)}
+        pats.alias.update({s2b, b2s})
+        pats.unchecked.update({s2b, conv, b2s, *chain, *tail})
+        pats.conv[conv] = {"dilations": dils, "pads": (begins, ends)}
     return pats
 
 
@@ -1214,6 +1300,7 @@ TABLE = {
     "GatherV2": _gather,
     "Gather": _gather,
     "Tile": _tile,
+    "ReverseV2": _reverse,
     "Fill": _fill,
     "ZerosLike": _like(0),
     "OnesLike": _like(1),
@@ -1269,6 +1356,13 @@ TABLE = {
     "FusedBatchNormV3": _fused_batch_norm,
     "ResizeBilinear": _resize("linear"),
     "ResizeNearestNeighbor": _resize("nearest"),
+    "TensorListReserve": _list_reserve,
+    "TensorListFromTensor": _list_from_tensor,
+    "TensorListGetItem": _list_get,
+    "TensorListSetItem": _list_set,
+    "TensorListPushBack": _list_push,
+    "TensorListStack": _list_stack,
+    "TensorListLength": _list_length,
     "SpaceToBatchND": _unsupported_s2b,
     "BatchToSpaceND": _unsupported_s2b,
 }
@@ -1285,5 +1379,3 @@ for _name, (_ir, _np) in UNARY.items():
     TABLE[_name] = _unary(_ir, _np)
 for _name, (_ir, _np, _s) in BINARY.items():
     TABLE[_name] = _binary(_ir, _np, _s)
-
-_ = math  # noqa: F841 (kept for entries that need math constants)

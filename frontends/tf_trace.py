@@ -16,8 +16,15 @@ session)` does the same for TF1 graphs. Calls of other graph functions
 - Shape computations (Shape -> StridedSlice -> Pack -> Reshape ...) are
   evaluated at trace time over those symbolic dims, so reshape targets become
   IR shape attrs; only shapes that depend on tensor data are refused.
+- Control flow is resolved at trace time: While loops are unrolled when
+  their condition is static (Keras RNNs: a static sequence length), If
+  takes the branch its static predicate picks; TensorLists become Python
+  lists of traced tensors.
 - An unmapped op is one UnsupportedError listing every such op with its
   count and the source line that created it.
+- StopGradient passes values through: the IR has no stop-gradient op yet,
+  so IR gradients differ from TF's where it changes them (never for Keras'
+  own layers: their moments use it where the gradient is zero anyway).
 
 The one thing to know: layouts. TF convolutions and pools are channels-last,
 the IR's are channels-first. Every traced tensor carries a layout (a
@@ -37,7 +44,6 @@ import numpy as np
 
 from irtool.errors import IRToolError, UnsupportedError
 from irtool.ir.builder import Builder
-from irtool.ir.graph import Value
 
 _TF_DTYPES = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
 
@@ -78,15 +84,18 @@ class TV:
     - a static int vector/scalar with symbolic entries (`sym`, an object
       array of ints and dim names: what Shape and its arithmetic produce),
     - a variable (`resource`: key of a param, created when first used;
-      `view`: the variable's data reshaped to this shape).
+      `view`: the variable's data reshaped to this shape),
+    - a TensorList (`items`: element TVs; dtype "variant"), as loops use.
     `shape` and `dtype` are always the TF tensor's."""
 
-    __slots__ = ("value", "perm", "const", "sym", "dtype", "shape", "resource", "view", "views")
+    __slots__ = ("value", "perm", "const", "sym", "dtype", "shape", "resource", "view", "views", "items")
 
-    def __init__(self, dtype, shape, value=None, perm=None, const=None, sym=None, resource=None, view=None):
+    def __init__(self, dtype, shape, value=None, perm=None, const=None, sym=None, resource=None, view=None,
+                 items=None):
         self.value, self.perm, self.const, self.sym = value, _norm_perm(perm), const, sym
         self.dtype, self.shape = dtype, tuple(shape)
         self.resource, self.view = resource, view
+        self.items = items          # a TensorList: the element TVs (None where unset)
         self.views = {}
 
     @property
@@ -122,7 +131,7 @@ class Context:
         self.op = None
         self._params = {}                    # key -> {layout: Value}
         self.source_layouts = {}
-        self.conv_overrides = {}             # op name -> dict (dilated conv patterns)
+        self.conv_overrides = {}             # tf.Operation -> dict (dilated conv patterns)
 
     # -- making TVs ------------------------------------------------------------
     def tensor(self, value, perm=None):
@@ -317,13 +326,17 @@ def _source_line(op):
 
 
 _CALLS = ("PartitionedCall", "StatefulPartitionedCall")
+FUNCTION_ATTRS = {"PartitionedCall": ("f",), "StatefulPartitionedCall": ("f",),
+                  "While": ("cond", "body"), "StatelessWhile": ("cond", "body"),
+                  "If": ("then_branch", "else_branch"), "StatelessIf": ("then_branch", "else_branch")}
 _PASSIVE = ("NoOp", "Placeholder", "PlaceholderWithDefault", "VarHandleOp", "VariableV2", "Variable",
             "Assert")
+_MAX_UNROLL = 10000
 
 
-def _callee(op, graphs):
-    """FuncGraph of the function a call op runs."""
-    name = op.get_attr("f").name
+def function_graph(op, graphs, attr="f"):
+    """FuncGraph of the function an op runs (a call, a loop body, a branch)."""
+    name = op.get_attr(attr).name
     for g in graphs:
         try:
             fn = g._get_function(name)
@@ -342,8 +355,13 @@ def _callee(op, graphs):
         from tensorflow.python.framework.function_def_to_graph import function_def_to_graph
         return function_def_to_graph(context.context().get_function_def(name))
     except Exception as e:  # noqa: BLE001
-        raise UnsupportedError(f"{op.type} {op.name!r} calls function {name!r}, which cannot be found "
+        raise UnsupportedError(f"{op.type} {op.name!r} runs function {name!r}, which cannot be found "
                                f"({type(e).__name__})") from None
+
+
+def called_graphs(op, graphs):
+    """[(function name, FuncGraph)] an op runs."""
+    return [(op.get_attr(a).name, function_graph(op, graphs, a)) for a in FUNCTION_ATTRS.get(op.type, ())]
 
 
 def _needed_ops(outputs, stop):
@@ -362,12 +380,11 @@ def _needed_ops(outputs, stop):
 
 def _scan_unsupported(graph, outputs, stop, table, graphs, missing, visited):
     for op in _needed_ops(outputs, stop):
-        if op.type in _CALLS:
-            name = op.get_attr("f").name
-            if name not in visited:
-                visited.add(name)
-                g = _callee(op, graphs)
-                _scan_unsupported(g, list(g.outputs), set(), table, graphs + [g], missing, visited)
+        if op.type in FUNCTION_ATTRS:
+            for name, g in called_graphs(op, graphs):
+                if name not in visited:
+                    visited.add(name)
+                    _scan_unsupported(g, list(g.outputs), set(), table, graphs + [g], missing, visited)
         elif op.type not in table and op.type not in _PASSIVE:
             entry = missing.setdefault(op.type, [0, _source_line(op)])
             entry[0] += 1
@@ -403,12 +420,17 @@ class Walker:
             if op not in needed or all(o.name in env for o in op.outputs) and op.outputs:
                 continue
             ctx.op = op
-            ctx.b.source = _source_line(op) or op.name
+            src = _source_line(op)
+            ctx.b.source = f"{op.type} {op.name}" + (f" at {src}" if src else "")
             ins = [env[t.name] for t in op.inputs]
-            if op.name in patterns.alias:
+            if op in patterns.alias:
                 results = [ins[0]]
             elif op.type in _CALLS:
                 results = self._call(op, ins)
+            elif op.type in ("While", "StatelessWhile"):
+                results = self._while(op, ins)
+            elif op.type in ("If", "StatelessIf"):
+                results = self._if(op, ins)
             elif op.type in ("Placeholder",):
                 raise UnsupportedError(f"placeholder {op.name!r} is not fed: list it among the inputs")
             elif op.type == "PlaceholderWithDefault":
@@ -424,23 +446,41 @@ class Walker:
             for i, (t, r) in enumerate(zip(op.outputs, results)):
                 if r is None:
                     continue
-                env[t.name] = self._check(op, t, r, op.name in patterns.unchecked)
+                env[t.name] = self._check(op, t, r, op in patterns.unchecked)
         ctx.b.source = None
         self.graphs.pop()
         return [env[t.name] for t in outputs]
 
-    def _call(self, op, ins):
-        g = _callee(op, self.graphs)
+    def _call(self, op, ins, attr="f"):
+        g = function_graph(op, self.graphs, attr)
         inner = {p.name: tv for p, tv in zip(g.inputs, ins)}
         saved = self.ctx.op
         outs = self.run(g, list(g.outputs), inner)
         self.ctx.op = saved
         return outs
 
+    def _while(self, op, ins):
+        """Unrolled: the loop condition must be known at trace time (a static trip count)."""
+        ctx = self.ctx
+        state = list(ins)
+        for _ in range(_MAX_UNROLL):
+            ctx.op = op
+            cond = self._call(op, state, "cond")[0]
+            ctx.op = op
+            if not ctx.scalar(cond, "loop condition"):
+                return state
+            state = self._call(op, state, "body")
+        raise UnsupportedError(f"{op.type} {op.name!r} runs more than {_MAX_UNROLL} iterations")
+
+    def _if(self, op, ins):
+        ctx = self.ctx
+        taken = ctx.scalar(ins[0], "branch condition")
+        return self._call(op, ins[1:], "then_branch" if taken else "else_branch")
+
     def _check(self, op, t, tv, unchecked):
         """Cast to TF's dtype where IR promotion differs; compare shapes."""
         ctx = self.ctx
-        if t.dtype.name == "resource" or t.dtype.name == "variant":
+        if t.dtype.name in ("resource", "variant") or tv.dtype == "variant":
             return tv
         want = ir_dtype(t.dtype)
         if tv.dtype != want:
@@ -467,6 +507,9 @@ def _dim_names(name, shape, dynamic, axis0="batch"):
     out = []
     for axis, d in enumerate(shape):
         if axis in spec:
+            if d is not None:
+                raise IRToolError(f"dynamic_shapes: axis {axis} of input {name!r} is fixed to {d} by the "
+                                  "function's signature; trace from a signature with None there")
             out.append(spec[axis] if isinstance(spec[axis], str) else getattr(spec[axis], "__name__", str(spec[axis])))
         elif d is None:
             out.append(axis0 if axis == 0 and axis0 else f"{name}_dim{axis}")
@@ -528,6 +571,16 @@ def convert_graph(graph, inputs, outputs, output_names, resources, resource_tens
             v.name = b._claim(want)
     graph_ir.source_layouts = dict(ctx.source_layouts)
     return graph_ir
+
+
+def is_tf_object(obj):
+    """Whether trace_tf can trace obj (without importing TensorFlow for others)."""
+    import sys
+    if "tensorflow" not in sys.modules:
+        return False
+    tf = sys.modules["tensorflow"]
+    return _is_keras(obj) or isinstance(obj, tf.Module) or hasattr(obj, "get_concrete_function") \
+        or type(obj).__name__ == "ConcreteFunction"
 
 
 def _is_keras(obj):
@@ -692,7 +745,7 @@ def _specs_from_examples(examples, names, dynamic_shapes, batch_dynamic):
         shape = list(arr.shape)
         for axis in (dynamic_shapes or {}).get(name, {}):
             shape[axis] = None
-        if batch_dynamic and shape and name not in (dynamic_shapes or {}):
+        if batch_dynamic and shape:
             shape[0] = None
         specs.append(tf.TensorSpec(shape, tf.as_dtype(arr.dtype), name=name))
     return specs
@@ -805,8 +858,8 @@ def trace_tf(obj, input_signature=None, example_inputs=None, dynamic_shapes=None
         try:
             cf = fn.get_concrete_function()
         except (TypeError, ValueError) as e:
-            raise IRToolError(f"the tf.function has no input_signature: give input_signature or example_inputs "
-                              f"({str(e).splitlines()[0]})") from None
+            raise IRToolError(f"cannot get a concrete function without arguments; give input_signature or "
+                              f"example_inputs ({_last_line(e)})") from None
     if module is None:
         resources, by_handle = {}, {}
     elif isinstance(module, tf.Module):
@@ -816,6 +869,11 @@ def trace_tf(obj, input_signature=None, example_inputs=None, dynamic_shapes=None
     return from_concrete_function(cf, name=name or getattr(fn, "__name__", None) or "model",
                                   resources=resources, by_handle=by_handle,
                                   dynamic_shapes=dynamic_shapes, inputs_as_nchw=inputs_as_nchw)
+
+
+def _last_line(e):
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else type(e).__name__
 
 
 def _module_function(module):

@@ -37,19 +37,27 @@ def import_onnx(path_or_model):
     return _import(path_or_model)
 
 
-def trace(model, example_inputs, dynamic_shapes=None):
+def trace(model, example_inputs=None, dynamic_shapes=None, **options):
     """Trace a framework model into an IR Graph.
 
     torch.nn.Module: through torch.export; `dynamic_shapes` maps forward
-    argument names to {axis: "symbol"} (or torch.export.Dim objects)."""
+    argument names to {axis: "symbol"} (or torch.export.Dim objects).
+    keras.Model / tf.Module / tf.function / SavedModel path: through a
+    concrete function; `options` go to frontends.tf_trace.trace_tf
+    (input_signature, inputs_as_nchw, trust_code)."""
     import sys
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         from irtool.frontends.torch_trace import trace as trace_torch
-        return trace_torch(model, example_inputs, dynamic_shapes)
+        if example_inputs is None:
+            raise TypeError("tracing a torch module needs example_inputs")
+        return trace_torch(model, example_inputs, dynamic_shapes, **options)
+    from irtool.frontends.tf_trace import is_tf_object, trace_tf
+    if is_tf_object(model) or isinstance(model, str):
+        return trace_tf(model, example_inputs=example_inputs, dynamic_shapes=dynamic_shapes, **options)
     from irtool.errors import UnsupportedError
     raise UnsupportedError(f"cannot trace a {type(model).__module__}.{type(model).__name__}; "
-                           "supported: torch.nn.Module")
+                           "supported: torch.nn.Module, keras.Model, tf.Module, tf.function")
 
 
 def to_torch(graph):

@@ -30,9 +30,13 @@ def _parser():
     c = sub.add_parser("convert", help="convert a model file (to ONNX by default)",
                        description="Convert a model file. .pt2 files (torch.export.save) convert "
                                    "without running code. Pickled modules (torch.save(model)) and "
-                                   "TorchScript archives run code from the file when loaded: they "
-                                   "are refused unless --trust-code.")
-    c.add_argument("src", help="model file: .pt2, .pt/.pth, .onnx or .irz")
+                                   "TorchScript archives run code from the file when loaded, and so "
+                                   "can Keras files with Lambda layers or custom classes, .h5 "
+                                   "files, and SavedModels (their graphs run TensorFlow ops): these "
+                                   "are refused unless --trust-code, except SavedModels whose every "
+                                   "op irtool itself can convert.")
+    c.add_argument("src", help="model file: .pt2, .pt/.pth, .keras, .h5, SavedModel folder, .pb, "
+                               ".onnx or .irz")
     c.add_argument("-o", "--output", help="output path (default: SRC's stem with the new extension)")
     c.add_argument("--to", choices=["onnx", "irz", "torch"], default="onnx",
                    help="onnx (default), irz, or torch: a torch.export ExportedProgram (.pt2)")

@@ -2,15 +2,18 @@
 files, a reference runner (the source framework itself) for --verify.
 
 Dispatch is by file type. Files that would execute code when loaded
-(pickled modules, TorchScript) are refused unless `trust_code`.
+(pickled modules, TorchScript, Keras Lambda layers, SavedModels with ops
+beyond what irtool converts) are refused unless `trust_code`.
 """
 import os
 
 from irtool.errors import FileFormatError, UnsupportedError
 
 FORMATS = {".irz": "irtool graph", ".onnx": "ONNX model", ".pt2": "PyTorch ExportedProgram",
-           ".pt": "PyTorch file", ".pth": "PyTorch file"}
-PLANNED = {".keras": "Keras", ".h5": "Keras HDF5", ".pb": "TensorFlow"}
+           ".pt": "PyTorch file", ".pth": "PyTorch file", ".keras": "Keras model",
+           ".h5": "Keras HDF5 model", ".hdf5": "Keras HDF5 model", ".pb": "TensorFlow GraphDef",
+           "savedmodel": "TensorFlow SavedModel directory"}
+TENSORFLOW = (".keras", ".h5", ".hdf5", ".pb", "savedmodel")
 
 
 def kind_of(path):
@@ -28,13 +31,17 @@ def open_model(path, trust_code=False, inputs=(), dynamic=None):
     if not os.path.exists(path):
         raise FileFormatError(f"{path}: no such file")
     kind = kind_of(path)
-    if kind == "savedmodel" or kind in PLANNED:
-        what = "TensorFlow SavedModel" if kind == "savedmodel" else PLANNED[kind]
-        raise UnsupportedError(f"{path}: {what} files are not supported by this version yet; "
-                               f"supported: {', '.join(FORMATS)}")
     if kind not in FORMATS:
         raise FileFormatError(f"{path}: unknown model file type {kind or '(no extension)'!r}; "
                               f"supported: {', '.join(FORMATS)}")
+    if kind in TENSORFLOW:
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            raise UnsupportedError(f"{path}: reading TensorFlow/Keras files needs tensorflow: "
+                                   "pip install 'irtool[tf]'") from None
+        from irtool.frontends.tf_files import convert_file as convert_tf
+        return convert_tf(path, trust_code=trust_code, input_specs=inputs, dynamic=dynamic)
     if os.path.getsize(path) == 0:
         raise FileFormatError(f"{path}: file is empty")
     if kind == ".irz":

@@ -119,9 +119,10 @@ def test_dynamic_shapes_name_symbols_and_onnx_dim_params():
     assert dims == ["n", 6, 8]
 
 
-def test_gradient_graph_exports_and_runs_on_onnxruntime(traced):
+@pytest.mark.parametrize("name", ["cnn", "separable", "mha", "lstm"])
+def test_gradient_graph_exports_and_runs_on_onnxruntime(traced, name):
     onnx = pytest.importorskip("onnx")
-    model, inputs, graph = traced("cnn")
+    model, inputs, graph = traced(name)
     loss_graph, _ = _loss_graph(graph, 4, np.random.default_rng(3))
     grad_graph = irtool.grad(loss_graph)
     proto = irtool.export_onnx(grad_graph)
@@ -264,6 +265,9 @@ def test_tf1_graph_with_placeholders_and_session_variables():
         k = tf.compat.v1.get_variable("conv/kernel", initializer=rng.standard_normal((3, 3, 2, 4)).astype(np.float32))
         bias = tf.compat.v1.get_variable("conv/bias", initializer=np.zeros(4, np.float32), trainable=False)
         y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, k, 1, "SAME"), bias))
+        stats = [tf.constant(rng.random(4).astype(np.float32) + 0.5) for _ in range(4)]
+        y = tf.compat.v1.nn.fused_batch_norm(y, *stats, epsilon=1e-3, is_training=False)[0]
+        y = tf.nn.max_pool2d(y, 3, 2, "SAME")
         y = tf.reduce_mean(y, axis=[1, 2], name="pooled")
         sess = tf.compat.v1.Session(graph=graph)
         sess.run(tf.compat.v1.global_variables_initializer())
@@ -299,6 +303,26 @@ def test_shape_computations_are_evaluated_symbolically():
                 np.testing.assert_allclose(g, e.numpy(), **FWD)
 
 
+def test_loops_and_branches_with_static_conditions_are_unrolled():
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def f(x):
+        s = x
+        for i in tf.range(4):                                  # a While op with a static trip count
+            s = s * 0.5 + tf.cast(i, tf.float32)
+        return tf.cond(tf.shape(x)[1] > 2, lambda: s + 1, lambda: s - 1)   # an If on a static shape
+
+    graph = trace_tf(f)
+    x = np.random.default_rng(12).standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_allclose(irtool.run(graph, [x], backend="onnxruntime")[0], f(x).numpy(), **FWD)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def g(x):
+        return tf.while_loop(lambda s: tf.reduce_sum(s) < 100.0, lambda s: s * 2.0, [x])[0]
+
+    with pytest.raises(UnsupportedError, match="loop condition.*depends on tensor data"):
+        trace_tf(g)
+
+
 def test_data_dependent_shape_is_refused():
     @tf.function(input_signature=[tf.TensorSpec([4, 6], tf.float32)])
     def f(x):
@@ -327,3 +351,61 @@ def test_training_mode_and_unknown_objects_are_refused():
     model, _ = build("mlp")
     with pytest.raises(IRToolError, match="inputs_as_nchw"):
         trace_tf(model, inputs_as_nchw=["nope"])
+
+
+# -- single TF ops (the table beyond what the zoo's layers use) ----------------------------
+
+def _r(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+OPS = {
+    "strided_slices": (lambda x: [x[:, 1:3], x[..., ::-1], x[:, tf.newaxis, -1], x[1:, ..., 0:4:2],
+                                  x[-1], x[:, :, tf.newaxis, 2], x[::-2, 3:0:-1]], [_r(4, 5, 6)]),
+    "slice_gather_tile": (lambda x: [tf.slice(x, [0, 1, 2], [-1, 2, 3]), tf.gather(x, [2, 0, 2], axis=1),
+                                     tf.tile(x, [1, 2, 1]), tf.reverse(x, [0, 2]),
+                                     tf.broadcast_to(x[:, :1], [4, 3, 6])], [_r(4, 5, 6)]),
+    "pads_splits": (lambda x: [tf.pad(x, [[0, 0], [1, 2], [2, 1]], mode="REFLECT"),
+                               tf.pad(x, [[1, 0], [0, 0], [0, 3]], constant_values=1.5),
+                               *tf.split(x, [1, 3, -1], axis=2), *tf.split(x, 2, axis=0), *tf.unstack(x, axis=1)],
+                    [_r(4, 5, 6)]),
+    "reductions": (lambda x: [tf.reduce_sum(x, [1], keepdims=True), tf.reduce_max(x, [0, 2]), tf.reduce_min(x, -1),
+                              tf.reduce_prod(x, 1), tf.math.cumsum(x, 1, exclusive=True, reverse=True),
+                              tf.cast(tf.argmax(x, 2), tf.float32), tf.math.reduce_logsumexp(x, 1),
+                              tf.math.top_k(x, 2).values], [_r(3, 4, 5)]),
+    "arithmetic": (lambda x, y: [tf.math.squared_difference(x, y), tf.math.floordiv(x, y + 3.0),
+                                 tf.math.floormod(x, y + 3.0), tf.clip_by_value(x, -0.5, 0.5), x ** 3.0,
+                                 tf.where(x > y, x, y), tf.math.rsqrt(tf.abs(x) + 1), tf.math.log1p(tf.abs(y)),
+                                 tf.maximum(x, 0.2) / tf.minimum(y, -2.0), tf.add_n([x, y, x]),
+                                 tf.math.erfc(x), tf.nn.elu(x) + tf.nn.selu(y)], [_r(3, 4), _r(3, 4, seed=1)]),
+    "matmul_einsum": (lambda a, c: [tf.matmul(a, c, transpose_b=True), tf.matmul(a, a, adjoint_a=True),
+                                    tf.einsum("bij,bkj->bik", a, c), tf.einsum("bij->bji", a),
+                                    tf.einsum("bij,bij->b", a, c),
+                                    tf.einsum("bij,jk->bik", a, tf.transpose(c[0, :2, :])),
+                                    tf.linalg.matmul(a[0], c[0], transpose_a=False, transpose_b=True)],
+                      [_r(2, 3, 4), _r(2, 3, 4, seed=1)]),
+    "one_hot_softmax": (lambda i, x: [tf.one_hot(i, 5), tf.one_hot(i, 4, 2.0, -1.0, axis=0),
+                                      tf.nn.log_softmax(x, axis=0), tf.nn.softmax(x)],
+                        [np.array([0, 3, 1], np.int32), _r(3, 5)]),
+    "resize": (lambda x: [tf.image.resize(x, [6, 5], "bilinear"), tf.image.resize(x, [8, 8], "nearest"),
+                          tf.image.resize(x, [3, 2], "nearest"),
+                          tf.compat.v1.image.resize_bilinear(x, [7, 6], align_corners=True)], [_r(2, 4, 4, 3)]),
+    "pooling": (lambda x: [tf.nn.avg_pool2d(x, 3, 2, "SAME"), tf.nn.max_pool2d(x, 2, 1, "VALID"),
+                           tf.nn.conv2d(x, tf.ones([2, 2, 3, 2]), 1, [[0, 0], [1, 0], [0, 2], [0, 0]])],
+                [_r(2, 5, 5, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_single_ops_match_tf(name):
+    fn, args = OPS[name]
+    specs = [tf.TensorSpec(a.shape, a.dtype) for a in args]
+    f = tf.function(fn, input_signature=specs)
+    graph = trace_tf(f)
+    irtool.verify(graph)
+    expected = [np.asarray(e) for e in f(*args)]
+    for backend in ("numpy", "onnxruntime"):
+        got = irtool.run(graph, args, backend=backend)
+        assert len(got) == len(expected)
+        for i, (g, e) in enumerate(zip(got, expected)):
+            np.testing.assert_allclose(g, e, **FWD, err_msg=f"{name} output {i} {backend}")

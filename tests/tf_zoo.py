@@ -133,12 +133,13 @@ def _activations():
 
 
 def _lstm():
-    return keras.Sequential([keras.Input((5, 4), name="x"), layers.LSTM(8, return_sequences=True, unroll=True),
+    # the first layer runs a tf.while_loop (unrolled by the tracer: static trip count), the second is unrolled by Keras
+    return keras.Sequential([keras.Input((5, 4), name="x"), layers.LSTM(8, return_sequences=True),
                              layers.LSTM(6, unroll=True), layers.Dense(2)])
 
 
 def _gru():
-    return keras.Sequential([keras.Input((5, 4), name="x"), layers.GRU(8, return_sequences=True, unroll=True),
+    return keras.Sequential([keras.Input((5, 4), name="x"), layers.GRU(8, return_sequences=True, go_backwards=True),
                              layers.GRU(6, unroll=True, reset_after=False), layers.Dense(2)])
 
 

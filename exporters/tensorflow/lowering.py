@@ -87,7 +87,7 @@ def _div(x, y):
     if x.dtype.is_floating:
         return tf.math.truediv(x, y)
     zero, y1 = _safe_int_divisor(y)                 # numpy kernel: x / 0 gives 0
-    q = tf.math.truncatediv(x, y1)
+    q = tf.truncatediv(x, y1)
     return tf.where(zero, tf.zeros_like(q), q)
 
 
@@ -856,7 +856,7 @@ def _embedding(node):
 
 @per_node
 def _sdpa(node):
-    q_t, k_t = node.inputs[0], node.inputs[1]
+    q_t = node.inputs[0]
     default_scale = 1.0 / math.sqrt(q_t.shape[-1]) if isinstance(q_t.shape[-1], int) else None
 
     def lower(q, k, v, mask=None, is_causal=False, scale=None):
