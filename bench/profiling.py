@@ -44,7 +44,27 @@ def _table(stats, key, only_ours=False):
     return "\n".join(lines)
 
 
-def _profile(title, fn, times):
+CONVERSION_SPLIT = [
+    ("torch.export.export", "torch/export/__init__.py", "export"),
+    ("ExportedProgram.run_decompositions (called by irtool)", "torch/export/exported_program.py",
+     "run_decompositions"),
+    ("irtool from_exported_program (includes run_decompositions)", "frontends/torch_trace.py",
+     "from_exported_program"),
+    ("irtool export_onnx: lowering (to_model)", "exporters/onnx/__init__.py", "to_model"),
+    ("irtool export_onnx: writing (write_model)", "exporters/onnx/__init__.py", "write_model"),
+]
+
+
+def _split(stats, picks, wall, times):
+    lines = ["| part | cumulative s per call | share of the call |", "|---|---|---|"]
+    for label, suffix, name in picks:
+        total = sum(ct for (path, _, fn), (_, _, _, ct, _) in stats.stats.items()
+                    if fn == name and path.replace(os.sep, "/").endswith(suffix))
+        lines.append(f"| {label} | {total / times:.3f} | {100 * total / wall:.0f}% |")
+    return "\n".join(lines)
+
+
+def _profile(title, fn, times, split=None):
     fn()                                              # warm: imports, caches, sessions
     prof = cProfile.Profile()
     t0 = time.perf_counter()
@@ -55,10 +75,13 @@ def _profile(title, fn, times):
     wall = time.perf_counter() - t0
     stats = pstats.Stats(prof)
     print(f"  profiled {title}: {wall:.2f} s for {times} call(s)", flush=True)
-    return "\n".join([f"## {title}", "", f"{times} call(s), {wall:.3f} s under the profiler "
-                      f"({wall / times * 1000:.1f} ms per call).", "",
-                      "Top functions by own time (tottime):", "", _table(stats, "tottime"), "",
-                      "irtool functions by cumulative time:", "", _table(stats, "cumtime", only_ours=True), ""])
+    head = [f"## {title}", "", f"{times} call(s), {wall:.3f} s under the profiler "
+            f"({wall / times * 1000:.1f} ms per call).", ""]
+    if split:
+        head += ["Where the time goes:", "", _split(stats, split, wall, times), ""]
+    return "\n".join(head + ["Top functions by own time (tottime):", "", _table(stats, "tottime"), "",
+                             "irtool functions by cumulative time:", "", _table(stats, "cumtime", only_ours=True),
+                             ""])
 
 
 def run_profile(ctx, out_path):
@@ -71,7 +94,7 @@ def run_profile(ctx, out_path):
         bert = cases["bert"]
         path = ctx.path("profile_bert.onnx")
         parts.append(_profile("convert bert (irtool.trace + export_onnx)",
-                              lambda: converters.convert_ours(ctx, bert, path), n))
+                              lambda: converters.convert_ours(ctx, bert, path), n, CONVERSION_SPLIT))
         g = converters.graph_of(ctx, bert)
         parts.append(_profile("export_onnx only, bert", lambda: irtool.export_onnx(g, path), n * 3))
     for name, times in (("cnn", 20), ("bert", 5)):

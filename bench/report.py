@@ -33,6 +33,9 @@ SECTIONS = {
                "process; peak from /usr/bin/time -v (Maximum resident set size)."),
 }
 ORDER = list(SECTIONS)
+SHORT = {"torch.onnx.export(dynamo=True)": "dynamo", "torch.onnx.export(dynamo=False)": "torchscript",
+         "tf2onnx.convert.from_function": "tf2onnx", "keras eager (TF)": "keras eager",
+         "python -c torch.onnx.export(.pt2 program, dynamo=True)": "dynamo CLI script"}
 
 
 @dataclasses.dataclass
@@ -143,7 +146,7 @@ def write_chart(path, rows):
             value = r.ratio if applies == "ratio" else (r.ours.median if r.ours else None)
             if value is None or value <= 0:
                 continue
-            items.append((f"{s}: {r.model} vs {r.peer}", value, target, r.meets_target()))
+            items.append((f"{s}: {r.model} vs {SHORT.get(r.peer, r.peer)}", value, target, r.meets_target()))
     if not items:
         return "results.png not written: no ratios measured"
     fig, ax = plt.subplots(figsize=(9, 0.28 * len(items) + 1.5))

@@ -6,9 +6,14 @@ same initial weights as the framework's own training loop; the per-step losses
 are compared, and the same run goes through the exported ONNX training step on
 onnxruntime. Run: python examples/linear_regression.py
 """
+import os
+
 import numpy as np
 
 import irtool
+import irtool.frontends.tf_trace
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 STEPS, LR = 1000, 0.1
 
@@ -56,20 +61,83 @@ def pytorch(x, y, seed=0):
     return graph, np.array(losses), model.w.item(), model.b.item()
 
 
-FRAMEWORKS = {"pytorch": pytorch}
+def tensorflow2(x, y, seed=0):
+    """The TensorFlow program in TF2 style: variables, GradientTape, SGD."""
+    import tensorflow as tf
+
+    class LinearRegression(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.random.normal([1], seed=seed), name="weight")
+            self.b = tf.Variable(tf.zeros([1]), name="bias")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def __call__(self, x):
+            return self.w * x + self.b
+
+    tf.random.set_seed(seed)
+    model = LinearRegression()
+    xs, ys = x.ravel(), y.ravel()
+    graph = irtool.trace(model)                       # traced before training
+    optimizer = tf.keras.optimizers.SGD(LR)
+    losses = []
+    for _ in range(STEPS):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(ys - model(xs)))
+        optimizer.apply_gradients(zip(tape.gradient(loss, [model.w, model.b]), [model.w, model.b]))
+        losses.append(float(loss))
+    return graph, np.array(losses), float(model.w[0]), float(model.b[0])
+
+
+def tensorflow1(x, y, seed=0):
+    """The article's original TF1 program, placeholders and a Session, via
+    tf.compat.v1; the graph is traced from the session before training."""
+    import tensorflow as tf
+    v1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default():
+        v1.set_random_seed(seed)
+        xp = v1.placeholder(tf.float32, name="x")
+        yp = v1.placeholder(tf.float32, name="y")
+        w = tf.Variable(v1.random_normal([1]), name="weight")
+        b = tf.Variable(tf.zeros([1]), name="bias")
+        y_pred = w * xp + b
+        loss = tf.reduce_mean(tf.square(yp - y_pred))
+        train = v1.train.GradientDescentOptimizer(LR).minimize(loss)
+        init = v1.global_variables_initializer()
+    xs, ys = x.ravel(), y.ravel()
+    with v1.Session(graph=g) as sess:
+        sess.run(init)
+        # the placeholder has no shape: say it is a vector of n values
+        graph = irtool.frontends.tf_trace.trace_tf1(g, inputs=["x"], outputs=[y_pred.name], session=sess,
+                                                    input_shapes={"x": [None]}, dynamic_shapes={"x": {0: "n"}})
+        losses = []
+        for _ in range(STEPS):
+            _, value = sess.run([train, loss], feed_dict={xp: xs, yp: ys})
+            losses.append(value)
+        wv, bv = sess.run([w, b])
+    return graph, np.array(losses), float(wv[0]), float(bv[0])
+
+
+def inputs_for(name, x, y):
+    """The pytorch program takes (100, 1) columns; the TensorFlow ones 1-D vectors."""
+    return (x, y) if name == "pytorch" else (x.ravel(), y.ravel())
+
+
+FRAMEWORKS = {"pytorch": pytorch, "tensorflow2": tensorflow2, "tensorflow1": tensorflow1}
 
 
 def main():
     x, y = data()
-    print(f"{'program':<22} {'w':>8} {'b':>8} {'max |loss diff| vs framework':>30}")
+    print(f"{'program':<36} {'w':>8} {'b':>8} {'max |loss diff| vs framework':>30}")
     for name, program in FRAMEWORKS.items():
         graph, framework_losses, w, b = program(x, y)
-        print(f"{name + ' (framework)':<22} {w:8.4f} {b:8.4f}")
+        print(f"{name + ' (framework)':<36} {w:8.4f} {b:8.4f}")
         for backend in ("numpy", "onnxruntime"):
-            losses, params = train_in_ir(graph, x, y, backend)
+            losses, params = train_in_ir(graph, *inputs_for(name, x, y), backend)
             pw, pb = (float(np.ravel(v)[0]) for v in params.values())
             diff = np.abs(losses - framework_losses).max()
-            print(f"{name + ' in IR/' + backend[:4]:<22} {pw:8.4f} {pb:8.4f} {diff:30.2e}")
+            print(f"{name + ' in the IR, ' + backend:<36} {pw:8.4f} {pb:8.4f} {diff:30.2e}")
 
 
 if __name__ == "__main__":

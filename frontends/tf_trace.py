@@ -519,7 +519,8 @@ def _dim_names(name, shape, dynamic, axis0="batch"):
 
 
 def convert_graph(graph, inputs, outputs, output_names, resources, resource_tensors=None, consts=None,
-                  name="model", dynamic_shapes=None, inputs_as_nchw=None, batch_symbol="batch"):
+                  name="model", dynamic_shapes=None, inputs_as_nchw=None, batch_symbol="batch",
+                  input_shapes=None):
     """The walk shared by every entry point.
 
     inputs: [(tensor, name)]; outputs: tensors; resources: key -> Resource;
@@ -541,9 +542,12 @@ def convert_graph(graph, inputs, outputs, output_names, resources, resource_tens
     ctx = Context(b, resources, dim_sources)
     env = {}
     for t, iname in inputs:
-        if t.shape.rank is None:
-            raise UnsupportedError(f"input {iname!r} has unknown rank; give an input_signature with its shape")
-        shape = _dim_names(iname, t.shape.as_list(), dynamic_shapes, batch_symbol)
+        static = (input_shapes or {}).get(iname)
+        if static is None and t.shape.rank is None:
+            raise UnsupportedError(f"input {iname!r} has unknown rank; give its shape (input_shapes= for "
+                                   "TF1 graphs, an input_signature otherwise)")
+        static = list(static) if static is not None else t.shape.as_list()
+        shape = _dim_names(iname, static, dynamic_shapes, batch_symbol)
         perm = channels_first(len(shape)) if iname in nchw else None
         if perm is not None and len(shape) < 3:
             raise IRToolError(f"inputs_as_nchw: input {iname!r} has rank {len(shape)}; it needs rank >= 3")
@@ -893,11 +897,13 @@ def _module_function(module):
 
 
 def trace_tf1(graph_def_or_graph, inputs, outputs, session=None, dynamic_shapes=None, name="model",
-              inputs_as_nchw=None, trainable=None):
+              inputs_as_nchw=None, trainable=None, input_shapes=None):
     """IR Graph of a TF1 graph (tf.Graph or GraphDef) from `inputs` (tensor
     or placeholder names) to `outputs`. Variables (VariableV2 / VarHandleOp)
     take their values from `session`; `trainable` (names) defaults to the
-    graph's trainable_variables collection, else every variable."""
+    graph's trainable_variables collection, else every variable.
+    `input_shapes` ({name: [None, 3, ...]}) gives shapes to placeholders
+    declared without one (None: a symbolic dim)."""
     tf = _tf()
     graph = graph_def_or_graph
     if not isinstance(graph, tf.Graph):
@@ -936,4 +942,4 @@ def trace_tf1(graph_def_or_graph, inputs, outputs, session=None, dynamic_shapes=
     out_names = [_clean_name(t.name) if t.value_index else t.op.name for t in out_tensors]
     return convert_graph(graph, list(zip(in_tensors, in_names)), out_tensors, out_names, resources,
                          resource_tensors, name=name, dynamic_shapes=dynamic_shapes, inputs_as_nchw=inputs_as_nchw,
-                         batch_symbol="batch")
+                         batch_symbol="batch", input_shapes=input_shapes)

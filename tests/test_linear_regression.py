@@ -18,13 +18,13 @@ def _example():
 
 
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
-@pytest.mark.parametrize("framework", ["pytorch"])
+@pytest.mark.parametrize("framework", ["pytorch", "tensorflow2", "tensorflow1"])
 def test_ir_training_matches_the_framework(framework, backend):
     pytest.importorskip("torch" if framework == "pytorch" else "tensorflow")
     ex = _example()
     x, y = ex.data()
     graph, framework_losses, w, b = ex.FRAMEWORKS[framework](x, y)
-    losses, params = ex.train_in_ir(graph, x, y, backend)
+    losses, params = ex.train_in_ir(graph, *ex.inputs_for(framework, x, y), backend)
     assert len(losses) == ex.STEPS == 1000
     assert np.abs(losses - framework_losses).max() < 1e-5
     pw, pb = (float(np.ravel(v)[0]) for v in params.values())
