@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = ["Builder", "Graph", "IRToolError", "Loss", "Trainer", "grad", "load", "optim", "run", "save",
            "training_step", "verify", "vjp",
-           "export_onnx", "import_onnx", "to_torch", "trace"]
+           "export_onnx", "import_onnx", "to_tensorflow", "to_torch", "trace"]
 
 
 def export_onnx(graph, path=None, opset=None):
@@ -65,3 +65,11 @@ def to_torch(graph):
     named like the IR params (a state_dict a user recognises)."""
     from irtool.exporters.torch import to_torch as _to_torch
     return _to_torch(graph)
+
+
+def to_tensorflow(graph):
+    """A tf.Module running graph with TensorFlow ops: tf.Variables named like
+    the IR params, a __call__ tf.function with an input signature (symbolic
+    dims as None), differentiable with tf.GradientTape, saveable as a SavedModel."""
+    from irtool.exporters.tensorflow import to_tensorflow as _to_tensorflow
+    return _to_tensorflow(graph)

@@ -38,8 +38,9 @@ def _parser():
     c.add_argument("src", help="model file: .pt2, .pt/.pth, .keras, .h5, SavedModel folder, .pb, "
                                ".onnx or .irz")
     c.add_argument("-o", "--output", help="output path (default: SRC's stem with the new extension)")
-    c.add_argument("--to", choices=["onnx", "irz", "torch"], default="onnx",
-                   help="onnx (default), irz, or torch: a torch.export ExportedProgram (.pt2)")
+    c.add_argument("--to", choices=["onnx", "irz", "torch", "savedmodel"], default="onnx",
+                   help="onnx (default), irz, torch (a torch.export ExportedProgram, .pt2) or "
+                        "savedmodel (a TensorFlow SavedModel folder)")
     c.add_argument("--opset", type=int, help="ONNX opset (17-21, default 18)")
     c.add_argument("--verify", action="store_true",
                    help="run the numpy runtime and onnxruntime on random inputs and compare")
@@ -160,7 +161,7 @@ def main(argv=None):
         return 1
 
 
-EXTENSIONS = {"onnx": "onnx", "irz": "irz", "torch": "pt2"}
+EXTENSIONS = {"onnx": "onnx", "irz": "irz", "torch": "pt2", "savedmodel": "savedmodel"}
 
 
 def _out_path(src, output, ext, force):
@@ -190,6 +191,12 @@ def cmd_convert(args):
         if args.verify:
             _verify(graph, model, reference=reference)
         write_model(model, out)
+    elif args.to == "savedmodel":
+        from irtool.exporters.tensorflow import save_savedmodel
+        if args.verify:
+            _verify(graph, None, reference=reference)
+        with Progress("writing a SavedModel"):
+            save_savedmodel(graph, out)
     elif args.to == "torch":
         from irtool.exporters.torch import save_exported_program
         if args.verify:

@@ -29,6 +29,13 @@ def _missing(op):
     return gaps
 
 
+def test_every_op_lowers_to_tensorflow():
+    pytest.importorskip("tensorflow")
+    from irtool.exporters.tensorflow.lowering import LOWERINGS as TF_LOWERINGS
+    missing = [op.name for op in OPS if op not in TF_LOWERINGS and op.decompose is None]
+    assert not missing, f"ops with no TensorFlow lowering or decomposition: {missing}"
+
+
 def test_every_op_is_complete():
     gaps = {op.name: _missing(op) for op in OPS}
     gaps = {k: v for k, v in gaps.items() if v}

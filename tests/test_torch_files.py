@@ -158,3 +158,17 @@ def test_convert_to_torch_program(files, tmp_path):
     x = torch.randn(5, 6)
     torch.testing.assert_close(ep.module()(x), model(x), rtol=1e-5, atol=1e-6)
     assert {k for k in ep.state_dict} >= {"fc1.weight", "fc3.bias"}
+
+
+def test_convert_to_savedmodel(files, tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    d, model = files
+    out = tmp_path / "mlp_saved"
+    code, _, err = _cli("convert", str(d / "mlp.pt2"), "--to", "savedmodel", "-o", str(out))
+    assert code == 0, err
+    loaded = tf.saved_model.load(str(out))
+    x = torch.randn(5, 6)
+    np.testing.assert_allclose(loaded(x.numpy()).numpy(), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert sorted(os.listdir(tmp_path)) == ["mlp_saved"]
+    code, _, err = _cli("convert", str(d / "mlp.pt2"), "--to", "savedmodel", "-o", str(out))
+    assert code == 2 and "--force" in err

@@ -66,8 +66,24 @@ def to_tensorflow(graph):
 def save_savedmodel(graph, path):
     """Write `graph` as a TensorFlow SavedModel directory (serving signature:
     the module's __call__) and return the module."""
+    import shutil
+    import tempfile
     module = to_tensorflow(graph)
-    tf.saved_model.save(module, os.fspath(path), signatures=module.__call__.get_concrete_function())
+    path = os.fspath(path).rstrip("/")
+    # write beside the target, then move into place: never a half-written folder
+    tmp = tempfile.mkdtemp(prefix=".irtool-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        tf.saved_model.save(module, tmp, signatures=module.__call__.get_concrete_function())
+        if os.path.exists(path):
+            old = tmp + ".old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
     return module
 
 
