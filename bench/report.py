@@ -164,7 +164,7 @@ def write_chart(path, rows):
     lo, hi = min(vals + [-1]), max(vals + [1])
     ticks = [t for t in ticks if lo - 1 <= t <= hi + 1]
     ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{2.0 ** t:g}x" for t in ticks])
+    ax.set_xticklabels([f"{2 ** t}x" if t >= 0 else f"1/{2 ** -t}x" for t in ticks])
     ax.set_xlabel("ours / peer (log scale; memory: ours in x param bytes). Black tick: target. "
                   "Green meets it.", fontsize=8)
     ax.set_title("irtool vs peers", fontsize=10)

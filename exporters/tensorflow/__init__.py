@@ -31,7 +31,7 @@ from irtool.exporters.optimize import optimize
 from irtool.exporters.tensorflow.lowering import LOWERINGS, lowering_for, tf_dtype
 from irtool.ir.dtypes import is_float
 from irtool.ir.ops import shape_ops
-from irtool.ir.shapes import evaluate
+from irtool.ir.shapes import has_symbol, resolve
 from irtool.ir.text import node_line
 from irtool.ir.transform import decompose
 
@@ -124,7 +124,7 @@ class _Plan:
         self.steps = []
         for n in graph.nodes:
             attrs = dict(n.attrs)
-            symbolic = tuple(a for a in n.op.shape_attrs if a in attrs and _has_symbol(attrs[a]))
+            symbolic = tuple(a for a in n.op.shape_attrs if a in attrs and has_symbol(attrs[a]))
             fn = None if n.op is shape_ops.CONSTANT else lowering_for(n)
             self.steps.append((fn, [slot[v] for v in n.inputs], [slot[o] for o in n.outputs], attrs,
                                symbolic, n))
@@ -148,7 +148,7 @@ class _Plan:
                 if symbolic:
                     attrs = dict(attrs)
                     for a in symbolic:
-                        attrs[a] = _resolve(attrs[a], env)
+                        attrs[a] = resolve(attrs[a], env)
                 args = [slots[i] for i in ins]
                 try:
                     result = fn(*args, **attrs)
@@ -169,16 +169,6 @@ class _Plan:
 def _scope(node):
     name = _OP_NAME.sub("_", node.outputs[0].name if node.outputs else node.op.name)
     return name if name and name[0].isalnum() else "v" + name
-
-
-def _has_symbol(v):
-    return isinstance(v, str) or (isinstance(v, tuple) and any(isinstance(d, str) for d in v))
-
-
-def _resolve(v, env):
-    if isinstance(v, str):
-        return evaluate(v, env)
-    return tuple(evaluate(d, env) if isinstance(d, str) else d for d in v)
 
 
 def _identifier(name):
