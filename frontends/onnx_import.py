@@ -406,6 +406,10 @@ def _sym_max(a, c):
         return c               # torch exports max(dim, 1) / max(dim, 0)
     if c in (0, 1) or (isinstance(c, int) and c < 0):
         return a
+    if isinstance(a, str) and isinstance(c, str):
+        # shape code takes max(d1, d2) to broadcast two dims (einsum batch axes);
+        # like ir.shapes.broadcast, trust them to agree (the runtime checks)
+        return a
     return None
 
 

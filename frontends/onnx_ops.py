@@ -1468,11 +1468,27 @@ def _contract_axis(b, t, axis, mat):
 def _resize_inputs(ctx, node, x):
     """(scales list or None, sizes list, roi list or None) over all axes."""
     r = x.rank
-    shape = [_static_dim(node, d, "Resize") for d in x.shape]
+    shape = list(x.shape)       # symbolic dims are fine on axes the Resize leaves alone
+
+    def scaled(s, n, rounding=int):
+        if isinstance(n, str):
+            if s != 1.0:
+                _unsup(node, f"Resize of symbolic dim {n!r} needs a static size")
+            return n
+        return rounding(s * n)
+
+    def ratio(o, n):
+        if isinstance(n, str) or isinstance(o, str):
+            if o != n:
+                _unsup(node, f"Resize of symbolic dim {n!r} to {o!r} needs static sizes")
+            return 1.0
+        return o / n
+
     if node.op_type == "Upsample" or ctx.opset < 11:
         scales = ctx.attr(node, "scales") if ctx.opset < 9 else \
             [float(s) for s in np.asarray(ctx.const_input(node, 1, "scales")).reshape(-1)]
-        return list(scales), [int(np.floor(s * n)) for s, n in zip(scales, shape)], None, list(range(r))
+        return list(scales), [scaled(s, n, lambda v: int(np.floor(v))) for s, n in zip(scales, shape)], \
+            None, list(range(r))
     axes = ctx.attr(node, "axes")
     axes = list(range(r)) if axes is None else [norm_axis(a, r) for a in axes]
     roi = ctx.const_input(node, 1, "roi") if len(node.input) > 1 and node.input[1] else None
@@ -1480,7 +1496,7 @@ def _resize_inputs(ctx, node, x):
     scales = ctx.const_input(node, 2, "scales") if len(node.input) > 2 and node.input[2] else None
     scales = None if scales is None or np.asarray(scales).size == 0 else \
         [float(v) for v in np.asarray(scales).reshape(-1)]
-    sizes = _static_ints(ctx, node, 3, "sizes") if len(node.input) > 3 and node.input[3] else None
+    sizes = ctx.ints_input(node, 3, "sizes") if len(node.input) > 3 and node.input[3] else None
     full_scales = [1.0] * r
     full_sizes = list(shape)
     full_roi = [0.0] * r + [1.0] * r
@@ -1490,17 +1506,18 @@ def _resize_inputs(ctx, node, x):
     if sizes is not None:
         for i, a in enumerate(axes):
             full_sizes[a] = sizes[i]
-        full_scales = [o / n for o, n in zip(full_sizes, shape)]
+        full_scales = [ratio(o, n) for o, n in zip(full_sizes, shape)]
         policy = ctx.attr(node, "keep_aspect_ratio_policy", "stretch")
         if policy != "stretch":
             pick = min if policy == "not_larger" else max
             s = pick(full_scales[a] for a in axes)
             full_scales = [s if a in axes else 1.0 for a in range(r)]
-            full_sizes = [int(s * shape[a] + 0.5) if a in axes else shape[a] for a in range(r)]
+            full_sizes = [scaled(s, shape[a], lambda v: int(v + 0.5)) if a in axes else shape[a]
+                          for a in range(r)]
     elif scales is not None:
         for i, a in enumerate(axes):
             full_scales[a] = scales[i]
-        full_sizes = [int(s * n) for s, n in zip(full_scales, shape)]
+        full_sizes = [scaled(s, n) for s, n in zip(full_scales, shape)]
     else:
         _unsup(node, "Resize needs scales or sizes")
     return full_scales, full_sizes, full_roi, axes
@@ -1967,3 +1984,149 @@ def _if(ctx, node):
         outer = [i for n in walk_nodes(body) for i in n.input if i and i not in local]
         raise DynamicInputError(str(e), outer) from None
     return [ctx.values[names.get(o.name, o.name)] for o in branch.output]
+
+
+# -- recurrent layers (unrolled over a static sequence length) ------------------------
+
+_RNN_ACTIVATIONS = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu"}
+
+
+def _rnn_setup(ctx, node, gates):
+    """Common inputs of LSTM/GRU: (x in (seq, batch, in) layout, W, R, bias or
+    None, initial states list, directions, activation fns, hidden size)."""
+    b = ctx.b
+    x, w, r = ctx.value(node, 0), ctx.value(node, 1), ctx.value(node, 2)
+    bias = ctx.value(node, 3)
+    lens = ctx.value(node, 4)
+    layout = ctx.attr(node, "layout", 0)
+    if layout == 1:
+        x = b.transpose(x, perm=(1, 0, 2))
+    seq = x.shape[0]
+    if not isinstance(seq, int):
+        _unsup(node, f"{node.op_type} over a symbolic sequence length {seq!r} (irtool unrolls it)")
+    if lens is not None:
+        known = ctx.static(lens)
+        if known is None or not all(int(v) == seq for v in np.asarray(known).reshape(-1)):
+            _unsup(node, f"{node.op_type} with per-example sequence_lens")
+    if ctx.attr(node, "clip") is not None:
+        _unsup(node, f"{node.op_type} with clip")
+    direction = ctx.attr(node, "direction", "forward")
+    dirs = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[direction]
+    names = ctx.attr(node, "activations") or (["Sigmoid", "Tanh", "Tanh"] if gates == 4 else ["Sigmoid", "Tanh"])
+    names = [n.decode() if isinstance(n, bytes) else n for n in names]
+    if any(n not in _RNN_ACTIVATIONS for n in names):
+        _unsup(node, f"{node.op_type} activations {names}")
+    acts = [getattr(b, _RNN_ACTIVATIONS[n]) for n in names]
+    return x, w, r, bias, dirs, acts, ctx.attr(node, "hidden_size"), layout
+
+
+def _pick(b, v, d):
+    return b.gather(v, b.const(np.int64(d), "int64"), axis=0)
+
+
+def _rnn_outputs(ctx, node, per_dir, finals, layout):
+    """Y (seq, dirs, batch, H) from per-direction lists of (batch, H) steps,
+    and each final state stacked to (dirs, batch, H)."""
+    b = ctx.b
+    ys = [b.concat([b.unsqueeze(h, axes=(0, 1)) for h in steps], axis=0) if len(steps) > 1
+          else b.unsqueeze(steps[0], axes=(0, 1)) for steps in per_dir]
+    y = ys[0] if len(ys) == 1 else b.concat(ys, axis=1)
+    states = []
+    for per in finals:
+        s = [b.unsqueeze(v, axes=(0,)) for v in per]
+        states.append(s[0] if len(s) == 1 else b.concat(s, axis=0))
+    if layout == 1:
+        y = b.transpose(y, perm=(2, 0, 1, 3))
+        states = [b.transpose(s, perm=(1, 0, 2)) for s in states]
+    return (y, *states)
+
+
+def _initial(ctx, b, node, i, d, like, hidden):
+    v = ctx.value(node, i)
+    if v is not None:
+        return _pick(b, v, d)
+    return b.expand(b.const(0, like.dtype), shape=(like.shape[1], hidden))
+
+
+@op("LSTM")
+def _lstm(ctx, node):
+    b = ctx.b
+    x, w, r, bias, dirs, (f, g, h), hidden, layout = _rnn_setup(ctx, node, 4)
+    if ctx.attr(node, "input_forget", 0):
+        _unsup(node, "LSTM with input_forget")
+    peep = ctx.value(node, 7)
+    per_dir, hs, cs = [], [], []
+    for d, reverse in enumerate(dirs):
+        wd, rd = _pick(b, w, d), _pick(b, r, d)
+        xw = b.matmul(x, b.transpose(wd, perm=(1, 0)))                # (seq, batch, 4H)
+        if bias is not None:
+            bd = _pick(b, bias, d)
+            parts = b.split(bd, sizes=(4 * hidden, 4 * hidden), axis=0)
+            xw = b.add(xw, b.add(parts[0], parts[1]))
+        rt = b.transpose(rd, perm=(1, 0))
+        ht, ct = _initial(ctx, b, node, 5, d, x, hidden), _initial(ctx, b, node, 6, d, x, hidden)
+        pi = po = pf = None
+        if peep is not None:
+            pi, po, pf = b.split(_pick(b, peep, d), sizes=(hidden,) * 3, axis=0)
+        steps = [None] * x.shape[0]
+        order = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+        for t in order:
+            z = b.add(_pick(b, xw, t), b.matmul(ht, rt))
+            zi, zo, zf, zc = b.split(z, sizes=(hidden,) * 4, axis=1)
+            if pi is not None:
+                zi, zf = b.add(zi, b.mul(pi, ct)), b.add(zf, b.mul(pf, ct))
+            it, ft, cc = f(zi), f(zf), g(zc)
+            ct = b.add(b.mul(ft, ct), b.mul(it, cc))
+            if po is not None:
+                zo = b.add(zo, b.mul(po, ct))
+            ht = b.mul(f(zo), h(ct))
+            steps[t] = ht
+        per_dir.append(steps)
+        hs.append(ht)
+        cs.append(ct)
+    return _rnn_outputs(ctx, node, per_dir, [hs, cs], layout)
+
+
+@op("GRU")
+def _gru(ctx, node):
+    b = ctx.b
+    x, w, r, bias, dirs, (f, g), hidden, layout = _rnn_setup(ctx, node, 3)
+    before_reset = ctx.attr(node, "linear_before_reset", 0)
+    per_dir, hs = [], []
+    for d, reverse in enumerate(dirs):
+        wd, rd = _pick(b, w, d), _pick(b, r, d)
+        xw = b.matmul(x, b.transpose(wd, perm=(1, 0)))                # (seq, batch, 3H)
+        rb = None
+        if bias is not None:
+            wb, rb = b.split(_pick(b, bias, d), sizes=(3 * hidden, 3 * hidden), axis=0)
+            xw = b.add(xw, wb)
+        rz, rr, rh = b.split(rd, sizes=(hidden,) * 3, axis=0)
+        rbz = rbr = rbh = None
+        if rb is not None:
+            rbz, rbr, rbh = b.split(rb, sizes=(hidden,) * 3, axis=0)
+        rzr = b.transpose(b.concat([rz, rr], axis=0), perm=(1, 0))
+        rht = b.transpose(rh, perm=(1, 0))
+        ht = _initial(ctx, b, node, 5, d, x, hidden)
+        steps = [None] * x.shape[0]
+        order = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+        for t in order:
+            xz, xr, xh = b.split(_pick(b, xw, t), sizes=(hidden,) * 3, axis=1)
+            hz, hr = b.split(b.matmul(ht, rzr), sizes=(hidden, hidden), axis=1)
+            if rbz is not None:
+                hz, hr = b.add(hz, rbz), b.add(hr, rbr)
+            zt, rt = f(b.add(xz, hz)), f(b.add(xr, hr))
+            if before_reset:
+                hh = b.matmul(ht, rht)
+                if rbh is not None:
+                    hh = b.add(hh, rbh)
+                cand = g(b.add(xh, b.mul(rt, hh)))
+            else:
+                hh = b.matmul(b.mul(rt, ht), rht)
+                if rbh is not None:
+                    hh = b.add(hh, rbh)
+                cand = g(b.add(xh, hh))
+            ht = b.add(b.mul(b.sub(b.const(1, zt.dtype), zt), cand), b.mul(zt, ht))
+            steps[t] = ht
+        per_dir.append(steps)
+        hs.append(ht)
+    return _rnn_outputs(ctx, node, per_dir, [hs], layout)

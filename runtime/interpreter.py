@@ -58,10 +58,13 @@ class Plan:
         slots = [None] * self.nslots
         env = {}
         arrays, env = check_inputs([v for _, v in self.inputs], inputs)
+        # kernels see read-only views of the caller's inputs and of the params: a kernel
+        # that writes into its arguments (np.maximum(a, b, c) writes c) fails here, as a
+        # RuntimeFailure naming the node, instead of silently changing the caller's data
         for (s, _), arr in zip(self.inputs, arrays):
-            slots[s] = arr
+            slots[s] = _read_only(arr)
         for s, data in self.params:
-            slots[s] = data
+            slots[s] = _read_only(data)
         given = [slots[s] for s, _ in self.inputs] + [data for _, data in self.params]
         for kernel, ins, outs, attrs, symbolic, frees, node in self.steps:
             if symbolic:
@@ -83,6 +86,12 @@ class Plan:
             for f in frees:
                 slots[f] = None
         return [_owned(slots[s], given) for s in self.outputs]
+
+
+def _read_only(arr):
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 def _owned(arr, given):

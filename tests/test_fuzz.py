@@ -253,15 +253,20 @@ def _reuse(prog, rng, sample, exclude):
         np.linspace(1.0, 2.0, len(cands))
     src = cands[rng.choice(len(cands), p=weights / weights.sum())]
     x = prog.values[src]
+    if np.all(sample == np.round(sample)):
+        return None                              # integer-valued floats (exponents of negative bases...)
     lo, hi = float(sample.min()), float(sample.max())
-    mag = float(np.abs(sample).max())
+    span = hi - lo
     if lo > 0 or hi < 0:                         # a one-signed domain (log, sqrt, divisors, variances)
-        if hi - lo < 1e-3 * max(abs(lo), abs(hi)):
+        if span < 1e-3 * max(abs(lo), abs(hi)):
             lo, hi = (lo * 0.8, hi * 1.2) if lo > 0 else (lo * 1.2, hi * 0.8)
         kind = "range"
+    elif x.min() < lo - 0.05 * span or x.max() > hi + 0.05 * span:
+        kind = "range"                           # outside what the samples exercise: map into it
     else:
-        kind = "squash" if np.abs(x).max() > 2 * mag + 1 else "raw"
-    away = float(np.abs(sample).min()) if kind != "range" and np.abs(sample).min() >= 0.1 else 0.0
+        kind = "raw"
+    away = float(np.abs(sample).min()) if kind != "range" or lo < 0 < hi else 0.0
+    away = away if away >= 0.1 else 0.0          # e.g. mod's divisor: |y| in [0.2, 2], either sign
     # the shape: flatten, tile up, slice down, reshape
     r = src
     if x.shape != sample.shape:
@@ -276,10 +281,12 @@ def _reuse(prog, rng, sample, exclude):
             r = prog.node("slice", r, starts=(0,), ends=(n,), axes=(0,))
         r = prog.node("reshape", r, shape=tuple(int(d) for d in sample.shape))
     if kind == "range":
-        r = prog.add_affine(prog.node("sigmoid", r), hi - lo, lo)
-    elif kind == "squash":
-        scale = float(np.abs(prog.values[r]).max())
-        r = prog.add_affine(prog.node("tanh", prog.add_affine(r, 1.0 / scale, 0.0)), 2 * mag + 0.5, 0.0)
+        if rng.random() < 0.5:
+            r = prog.add_affine(prog.node("sigmoid", r), hi - lo, lo)
+        else:
+            scale = max(float(np.abs(prog.values[r]).max()), 1e-3)
+            r = prog.add_affine(prog.node("tanh", prog.add_affine(r, 1.0 / scale, 0.0)), (hi - lo) / 2,
+                                (hi + lo) / 2)
     if away and np.abs(prog.values[r]).min() < away / 2:
         return None                              # divisor-like input too close to zero: abandon
     return r
@@ -644,6 +651,28 @@ def _runnable(graph):
     return random_inputs(graph)
 
 
+# Bugs the fuzzers found that have a strict-xfail regression test below: a fuzz run that hits
+# one again counts it instead of failing, so CI stays about *new* failures. (name, predicate)
+KNOWN_BUGS = [
+    ("onnx_import: op types that are not UTF-8 make the unsupported-ops report fail to sort",
+     lambda e: isinstance(e, TypeError) and "between instances of 'str' and 'bytes'" in str(e)),
+    # irtool/cli.py, regression tests in tests/test_cli_errors.py
+    ("cli: a .npy file as train --data", lambda e: "does not support the context manager protocol" in str(e)),
+    ("cli: an empty .npy as run --input", lambda e: "internal error: EOFError" in str(e)),
+    ("cli: a truncated .npz as train --data", lambda e: "internal error: BadZipFile" in str(e)),
+    ("cli: an .npz as run --input", lambda e: "got <U1" in str(e)),
+]
+KNOWN_HITS = {}
+
+
+def _known(e):
+    for name, hit in KNOWN_BUGS:
+        if hit(e):
+            KNOWN_HITS[name] = KNOWN_HITS.get(name, 0) + 1
+            return True
+    return False
+
+
 def check_import_bytes(data, limit=20):
     """import_onnx(data) either returns a Graph that verifies and runs (or fails
     to run with a typed error), or raises an IRToolError."""
@@ -652,6 +681,10 @@ def check_import_bytes(data, limit=20):
             graph = irtool.import_onnx(data)
         except IRToolError:
             return "refused"
+        except Exception as e:  # noqa: BLE001 - only known, reported bugs pass
+            if _known(e):
+                return "known bug"
+            raise
         irtool.verify(graph)
         inputs = _runnable(graph)
         if inputs is None:
@@ -663,8 +696,8 @@ def check_import_bytes(data, limit=20):
         return "ran"
 
 
-def _fuzz_import_mutations(max_examples):
-    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+def _fuzz_import_mutations(max_examples, derandomize=True):
+    @settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
               suppress_health_check=list(HealthCheck))
     @given(st.integers(0, 10 ** 6), EDITS)
     def fuzz(which, edits):
@@ -727,7 +760,6 @@ def random_onnx_models(draw):
                                                               dims))
             feeds[name] = arr
     kwargs = {}
-    A = onnx.AttributeProto if False else None  # noqa: F841
     for name, a in attrs.items():
         if not draw(st.booleans()):
             continue
@@ -749,11 +781,24 @@ def random_onnx_models(draw):
             kwargs[name] = numpy_helper.from_array(
                 np.asarray(draw(st.lists(ints, max_size=4)), dtype=draw(st.sampled_from([np.float32, np.int64]))))
     outs = [f"y{k}" for k in range(n_out)]
-    node = helper.make_node(op_type, names, outs, **kwargs)
+    node = helper.make_node(op_type, names, outs)
+    for name, value in kwargs.items():
+        node.attribute.append(helper.make_attribute(name, value, attr_type=attrs[name].type))
     g = helper.make_graph([node], "random", graph_inputs, [helper.make_empty_tensor_value_info(o) for o in outs],
                           inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     return model, feeds
+
+
+ORT_CRASHES_ON_OMITTED = {"Sum", "Max", "Min", "Mean", "Concat"}
+FLAG_ATTRS = {"keepdims", "ceil_mode", "count_include_pad", "exclusive", "reverse", "largest", "sorted",
+              "select_last_index", "noop_with_empty_axes", "transA", "transB", "upper", "detect_negative",
+              "detect_positive", "training_mode", "allowzero", "fmod", "saturate"}
+
+
+def _invalid_flags(model):
+    return any(a.name in FLAG_ATTRS and a.type == a.INT and a.i not in (0, 1)
+               for n in model.graph.node for a in n.attribute)
 
 
 def check_random_model(model, feeds, limit=20):
@@ -773,6 +818,12 @@ def check_random_model(model, feeds, limit=20):
             ours = irtool.run(graph, feeds)
         except IRToolError:
             return "imported"
+        if any(n.op_type in ORT_CRASHES_ON_OMITTED and "" in n.input for n in model.graph.node):
+            return "ran"          # onnxruntime 1.32 segfaults on Sum(x, "") and friends: not irtool's to test
+        if _invalid_flags(model):
+            return "ran"          # e.g. keepdims=-1: out of the spec's domain, compared only for typed errors
+        if any(a.size == 0 for a in feeds.values()) or any(0 in t.dims for t in model.graph.initializer):
+            return "ran"          # reductions of empty tensors: the spec leaves their values open
         try:
             opts = ort.SessionOptions()
             opts.log_severity_level = 4
@@ -780,22 +831,24 @@ def check_random_model(model, feeds, limit=20):
             theirs = sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
         except Exception:  # noqa: BLE001 - onnxruntime refuses the model: nothing to compare
             return "ran"
+    import onnx
+    where = onnx.helper.printable_graph(model.graph).replace("\n", " ")
     for k, (a, t) in enumerate(zip(ours, theirs)):
         a, t = np.asarray(a), np.asarray(t)
         if a.shape != t.shape:
-            raise Mismatch(f"output {k}: irtool shape {a.shape}, onnxruntime {t.shape}")
+            raise Mismatch(f"{where}: output {k}: irtool shape {a.shape}, onnxruntime {t.shape}")
         if a.dtype.kind == "f" or t.dtype.kind == "f":
             ok = np.allclose(a.astype(np.float64), t.astype(np.float64), rtol=1e-3 if a.dtype == np.float16 else 1e-4,
                              atol=1e-3 if a.dtype == np.float16 else 1e-5, equal_nan=True)
         else:
             ok = np.array_equal(a, t.astype(a.dtype))
         if not ok:
-            raise Mismatch(f"output {k}: irtool {a.ravel()[:6]} vs onnxruntime {t.ravel()[:6]}")
+            raise Mismatch(f"{where}: output {k}: irtool {a.ravel()[:6]} vs onnxruntime {t.ravel()[:6]}")
     return "compared"
 
 
-def _fuzz_random_models(max_examples):
-    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+def _fuzz_random_models(max_examples, derandomize=True):
+    @settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
               suppress_health_check=list(HealthCheck))
     @given(random_onnx_models())
     def fuzz(case):
@@ -880,8 +933,8 @@ def rewrite_header(data, which, value, action):
     return serialize.MAGIC + struct.pack("<Q", len(hb)) + hashlib.sha256(hb).digest() + hb + blob
 
 
-def _fuzz_irz_bytes(max_examples):
-    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+def _fuzz_irz_bytes(max_examples, derandomize=True):
+    @settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
               suppress_health_check=list(HealthCheck))
     @given(st.integers(0, 10 ** 6), EDITS)
     def fuzz(which, edits):
@@ -890,8 +943,8 @@ def _fuzz_irz_bytes(max_examples):
     return fuzz
 
 
-def _fuzz_irz_header(max_examples):
-    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+def _fuzz_irz_header(max_examples, derandomize=True):
+    @settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
               suppress_health_check=list(HealthCheck))
     @given(st.integers(0, 10 ** 6), st.integers(0, 10 ** 6), JSON_VALUES,
            st.sampled_from(["replace", "replace", "replace", "delete", "duplicate"]))
@@ -919,6 +972,13 @@ class _Workspace:
         np.save(os.path.join(folder, "bad.npy"), np.ones((2, 5), np.float64))
         np.savez(os.path.join(folder, "data.npz"), x=np.ones((4, 3), np.float32), target=np.zeros((4, 2), np.float32))
         open(os.path.join(folder, "empty.irz"), "wb").close()
+        open(os.path.join(folder, "empty.npy"), "wb").close()
+        np.savez(os.path.join(folder, "notarget.npz"), x=np.ones((4, 3), np.float32))
+        np.savez(os.path.join(folder, "nothing.npz"))
+        with open(os.path.join(folder, "data.npz"), "rb") as f:
+            head = f.read(80)
+        with open(os.path.join(folder, "trunc.npz"), "wb") as f:
+            f.write(head)
         with open(os.path.join(folder, "junk.onnx"), "wb") as f:
             f.write(b"\x08\x01junk")
         os.mkdir(os.path.join(folder, "sub"))
@@ -956,7 +1016,10 @@ def check_cli(argv, folder, limit=30):
         os.chdir(cwd)
     text = err.getvalue()
     if "internal error" in text or "Traceback" in text:
-        raise Mismatch(f"irtool {argv}: {text.strip()}")
+        e = Mismatch(f"irtool {argv}: {text.strip()}")
+        if _known(e):
+            return "known bug"
+        raise e
     if code not in (0, 1, 2):
         raise Mismatch(f"irtool {argv}: exit code {code}: {text.strip()}")
     if code != 0 and text.count("\n") != 1:
@@ -964,11 +1027,53 @@ def check_cli(argv, folder, limit=30):
     return code
 
 
-def _fuzz_cli(max_examples, folder_factory):
-    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+MODELS = ["model.irz", "model.onnx", "empty.irz", "junk.onnx", "missing.irz", "sub", "x.npy", "data.npz", ""]
+OUTPUTS = ["out.onnx", "out.irz", "out.pt2", "out.npz", "sub/out.onnx", "nodir/out.irz", "model.irz", ".", "",
+           "out.txt"]
+SOURCE_OPTIONS = {"--input": ["x:2x3", "x:2x3:float64", "x:axb", "x", "x:2x3:int4", ":2", "x:-1x3"],
+                  "--dynamic": ["x:0=batch", "x:0=", "x:q=b", "x", "x:1=n"], "--trust-code": None}
+GRAMMAR = {
+    "convert": dict(SOURCE_OPTIONS, **{"-o": OUTPUTS, "--to": ["onnx", "irz", "torch", "tflite"],
+                                       "--opset": ["17", "21", "5", "x", "99999999999999999999", "-1"],
+                                       "--verify": None, "--force": None}),
+    "inspect": dict(SOURCE_OPTIONS, **{"--text": None}),
+    "run": {"--input": ["x=x.npy", "x=bad.npy", "x=empty.npy", "x=junk.onnx", "x=data.npz", "x=missing.npy",
+                        "y=x.npy", "x", "=x.npy", "x=sub"],
+            "--backend": ["numpy", "onnxruntime", "tpu"], "-o": OUTPUTS, "--force": None, "--trust-code": None},
+    "verify": dict(SOURCE_OPTIONS, **{"--opset": ["17", "21", "5", "x"]}),
+    "train": dict(SOURCE_OPTIONS, **{
+        "--data": ["data.npz", "data.npz", "x.npy", "notarget.npz", "nothing.npz", "trunc.npz", "missing.npz",
+                   "junk.onnx", "sub"],
+        "--loss": ["mse", "l1", "cross_entropy", "bce_with_logits", "hinge"],
+        "--optimizer": ["sgd", "adam", "adamw", "lbfgs"],
+        "--lr": ["0.1", "-1", "nan", "inf", "0", "1e308", "x"], "--momentum": ["0.9", "-3", "nan"],
+        "--weight-decay": ["0.01", "-1", "inf"], "--epochs": ["1", "2", "0", "-1", "x"],
+        "--batch-size": ["1", "3", "0", "-2", "100"], "--backend": ["numpy", "onnxruntime", "tpu"],
+        "-o": OUTPUTS + ["t.irz", "t.onnx"], "--force": None}),
+}
+
+
+@st.composite
+def cli_commands(draw):
+    """A command with its model and a random selection of its own options
+    (values valid or not): reaches the code behind the parser."""
+    command = draw(st.sampled_from(sorted(GRAMMAR)))
+    argv = [command, draw(st.sampled_from(MODELS))]
+    options = GRAMMAR[command]
+    if command == "train":
+        argv += ["--data", draw(st.sampled_from(options["--data"])), "--loss",
+                 draw(st.sampled_from(options["--loss"])), "--lr", draw(st.sampled_from(options["--lr"]))]
+    for name in draw(st.lists(st.sampled_from(sorted(options)), max_size=4)):
+        values = options[name]
+        argv += [name] if values is None else [name, draw(st.sampled_from(values))]
+    return argv
+
+
+def _fuzz_cli(max_examples, folder_factory, derandomize=True):
+    @settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(st.lists(st.one_of(st.sampled_from(ARG_WORDS), st.sampled_from(ARG_WORDS),
-                              st.text(max_size=8)), max_size=8))
+    @given(st.one_of(cli_commands(), cli_commands(),
+                     st.lists(st.one_of(st.sampled_from(ARG_WORDS), st.text(max_size=8)), max_size=8)))
     def fuzz(argv):
         check_cli(argv, folder_factory())
     return fuzz

@@ -13,10 +13,11 @@ import sys
 
 import pytest
 
+from irtool import sources
 from irtool.errors import IRToolError
-from irtool.sources import PLANNED
 from tests.security import corpus
 
+PLANNED = getattr(sources, "PLANNED", {})          # formats recognised but not read yet
 KERAS_NOT_WIRED = pytest.mark.xfail(".keras" in PLANNED, strict=False, reason="keras loading not wired yet")
 H5_NOT_WIRED = pytest.mark.xfail(".h5" in PLANNED, strict=False, reason="keras loading not wired yet")
 
