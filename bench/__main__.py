@@ -1,20 +1,32 @@
-"""python -m bench [--quick] [--only SECTION[,SECTION]] [--skip-large] [--models NAME,...] [--out DIR]
+"""python -m bench [--quick] [--only SECTION[,SECTION]] [--skip-large] [--models NAME,...] [--threads N] [--out DIR]
 
 Measures irtool against its peers and writes DIR/results.md, results.json,
 results.png (and profile.md when the profile section runs); DIR defaults to
 this folder. Sections: convert, process, ort, numpy_infer, numpy_train,
 ort_train, memory, profile ("numpy" = numpy_infer + numpy_train)."""
 import os
+import sys
 
-# Two compute threads everywhere (BLAS, torch, onnxruntime, TF), set before numpy loads.
+
+def _threads_arg(argv):
+    """--threads N, read before numpy loads (BLAS reads its thread count once)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "2"
+
+
+# The same number of compute threads everywhere (BLAS, torch, onnxruntime, TF).
+THREADS = _threads_arg(sys.argv[1:])
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "2")
+    os.environ[_var] = THREADS if THREADS.isdigit() else "2"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import platform  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -32,6 +44,9 @@ def _parse(argv):
                         "numpy, train")
     p.add_argument("--skip-large", action="store_true", help="skip the multi-GB peak-memory section")
     p.add_argument("--models", help=f"comma-separated subset of {', '.join(MODELS)}")
+    p.add_argument("--threads", type=int, default=2,
+                   help="compute threads for every runtime (default 2); 1 gives steadier numbers on a loaded "
+                        "machine")
     p.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
                    help="folder for results.md/json/png and profile.md (default: bench/)")
     args = p.parse_args(argv)
@@ -86,7 +101,8 @@ def _header(args, seconds, loads):
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {ram}, Python {platform.python_version()}; "
             + ", ".join(versions) + ".",
             _load_line(loads),
-            "Two compute threads on every side. Each cell: median (min–max) over repeats, "
+            f"{args.threads} compute thread(s) on every side (irtool's own onnxruntime sessions in the "
+            "training sections use onnxruntime's default). Each cell: median (min–max) over repeats, "
             "time.perf_counter(); ratio = ours / peer on medians (< 1: irtool is faster or smaller).",
             "Models: mlp 784-256-256-10 (batch 32); cnn 3 conv+BN, 32x32 (batch 4); bert and gpt2 "
             "2 layers, hidden 128, 2 heads, vocab 1000, batch 4 x seq 64, random weights from "
@@ -97,7 +113,10 @@ def main(argv=None):
     args = _parse(sys.argv[1:] if argv is None else argv)
     warnings.simplefilter("ignore")
     import torch
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    if str(args.threads) != os.environ["OMP_NUM_THREADS"]:
+        print("bench: pass --threads as `--threads N` or `--threads=N` on the command line", file=sys.stderr)
+        return 2
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from bench import conversion, execution, latency, memory, profiling, report
     from bench.context import Context
@@ -110,7 +129,7 @@ def main(argv=None):
     from bench.measure import BackgroundLoad
     whole, loads = BackgroundLoad(), {}
     with tempfile.TemporaryDirectory(prefix="irtool-bench-") as work:
-        ctx = Context(args.quick, work, args.models)
+        ctx = Context(args.quick, work, args.models, args.threads)
         if args.skip_large:
             ctx.note("memory: skipped (--skip-large)")
         for section in args.sections:

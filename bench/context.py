@@ -25,8 +25,9 @@ QUICK = Repeats(convert=2, process=1, latency=10, infer=5, train=3, budget_s=1.0
 
 
 class Context:
-    def __init__(self, quick, workdir, models=None):
+    def __init__(self, quick, workdir, models=None, threads=2):
         self.quick = quick
+        self.threads = threads
         self.repeats = QUICK if quick else FULL
         self.workdir = workdir
         self.models = models            # None: all
@@ -60,7 +61,7 @@ class Context:
                 if why:
                     self.note(f"Keras rows (keras_cnn, mobilenet_v2) skipped in every section: {why}")
                 else:
-                    setup_tensorflow()
+                    setup_tensorflow(self.threads)
                     from bench.zoo import keras_cases
                     self._keras_cases = keras_cases(names)
         return self._keras_cases
@@ -71,12 +72,12 @@ class Context:
             print(f"  note: {text}", flush=True)
 
 
-def setup_tensorflow():
+def setup_tensorflow(threads=2):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet():
         import tensorflow as tf
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:        # already initialized
         pass

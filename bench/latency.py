@@ -10,10 +10,10 @@ from bench.measure import measure_many
 from bench.report import Row
 
 
-def session(path):
+def session(path, threads=2):
     import onnxruntime as ort
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
@@ -34,7 +34,7 @@ def run_ort(ctx):
         for key in ["irtool", *peers]:
             try:
                 path = converters.exported(ctx, case, key)
-                sess = session(path)
+                sess = session(path, ctx.threads)
                 feed = {i.name: a for i, a in zip(sess.get_inputs(), inputs)}
                 outs[key] = sess.run(None, feed)[0]
                 nodes[key] = node_count(path)

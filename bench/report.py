@@ -20,10 +20,11 @@ SECTIONS = {
                 "`irtool convert model.pt2` vs `python -c` torch.export.load + torch.onnx.export(dynamo=True) "
                 "of the same .pt2, time.perf_counter around subprocess.run (includes interpreter start and imports)."),
     "ort": ("onnxruntime latency of the exported files", "ms", 1.0, "ratio",
-            "Same inputs and SessionOptions (intra_op_num_threads=2, inter_op_num_threads=1, default graph "
-            "optimization); nodes = top-level nodes in the file."),
+            "Same inputs and SessionOptions (intra_op_num_threads = the run's threads, inter_op_num_threads=1, "
+            "default graph optimization); nodes = top-level nodes in the file."),
     "numpy_infer": ("numpy runtime inference vs eager framework", "ms", 1.5, "ratio",
-                    "irtool.run(graph) vs torch eager under no_grad (torch.set_num_threads(2)) or Keras eager."),
+                    "irtool.run(graph) vs torch eager under no_grad (torch.set_num_threads = the run's threads) "
+                    "or Keras eager."),
     "numpy_train": ("numpy runtime training step vs eager framework", "ms", 2.0, "ratio",
                     "irtool.Trainer(backend='numpy', SGD(0.01)).step vs eager forward + backward + SGD step."),
     "ort_train": ("onnxruntime training step (exported training graph) vs eager framework", "ms", 1.0, "ratio",
@@ -70,7 +71,8 @@ class Row:
         return {"section": self.section, "model": self.model, "peer": self.peer,
                 "ours": self.ours.to_json() if self.ours else None,
                 "peer_stats": self.theirs.to_json() if self.theirs else None,
-                "ratio": self.ratio, "ratio_of_minima": self.ratio_of_minima, "meets_target": self.meets_target(), "notes": self.notes,
+                "ratio": self.ratio, "ratio_of_minima": self.ratio_of_minima,
+                "meets_target": self.meets_target(), "notes": self.notes,
                 "unit": SECTIONS[self.section][1] if self.scale == 1 else "ms"}
 
 

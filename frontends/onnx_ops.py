@@ -2005,9 +2005,9 @@ def _rnn_setup(ctx, node, gates):
     if not isinstance(seq, int):
         _unsup(node, f"{node.op_type} over a symbolic sequence length {seq!r} (irtool unrolls it)")
     if lens is not None:
-        known = ctx.static(lens)
-        if known is None or not all(int(v) == seq for v in np.asarray(known).reshape(-1)):
-            _unsup(node, f"{node.op_type} with per-example sequence_lens")
+        known = ctx.const_input(node, 4, "sequence_lens")     # must be known at import time
+        if not all(int(v) == seq for v in np.asarray(known).reshape(-1)):
+            _unsup(node, f"{node.op_type} with per-example sequence_lens shorter than the sequence")
     if ctx.attr(node, "clip") is not None:
         _unsup(node, f"{node.op_type} with clip")
     direction = ctx.attr(node, "direction", "forward")

@@ -136,7 +136,23 @@ SUBPROCESS = ["pt_reduce_os_system", "pt_torchscript_archive", "pt2_pickled_weig
               "onnx_ext_symlink_parent_dir", "onnx_ext_hardlink", "irz_tensor_claims_impossible_shape"]
 
 
-@pytest.mark.parametrize("name", _params(SUBPROCESS))
+TF_NOISE = ("BUG: irtool/sources.py (or frontends/tf_files.py) imports TensorFlow without silencing its C++ "
+            "startup logging (absl 'WARNING: All log messages before absl::InitializeLog()...', oneDNN notices): "
+            "`irtool convert x.keras` prints several stderr lines before its one-line error. Set "
+            "TF_CPP_MIN_LOG_LEVEL=3 (and TF_ENABLE_ONEDNN_OPTS=0, or send fd 2 to /dev/null) around the import")
+
+
+def _program_params():
+    for n in SUBPROCESS:
+        marks = _marks(n)
+        if n.startswith(("keras_", "h5_")) and not PLANNED:
+            marks.append(pytest.mark.xfail(strict=True, reason=TF_NOISE))
+        if n.startswith("pt2_"):
+            marks.append(pytest.mark.xfail(strict=True, reason=MULTILINE))
+        yield pytest.param(n, marks=marks, id=n)
+
+
+@pytest.mark.parametrize("name", list(_program_params()))
 def test_cli_refuses_as_a_program(name, tmp_path):
     h = _build(name, tmp_path)
     before = _listing(tmp_path)
@@ -146,8 +162,9 @@ def test_cli_refuses_as_a_program(name, tmp_path):
     assert not h.canary.exists(), f"{name}: the payload ran or an output was written"
     assert _listing(tmp_path) == before
     assert p.returncode == 1, p.stderr
-    assert p.stderr.startswith("irtool: error:") and "Traceback" not in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
     assert _has_needle(p.stderr, h.needles, tmp_path), p.stderr
+    assert p.stderr.startswith("irtool: error:") and p.stderr.count("\n") == 1, p.stderr
 
 
 REAL = [n for n in corpus.NAMES if not n.startswith(("keras_", "h5_", "onnx_", "irz_"))
