@@ -137,6 +137,9 @@ def main(argv=None):
     if not debug:
         import warnings
         warnings.simplefilter("ignore")      # framework deprecation chatter is not the user's concern
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # and neither is TensorFlow's C++ logging
+    else:
+        os.environ["IRTOOL_DEBUG"] = "1"
     try:
         args = _parser().parse_args(argv)
         if args.command is None:

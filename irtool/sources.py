@@ -36,7 +36,7 @@ def open_model(path, trust_code=False, inputs=(), dynamic=None):
                               f"supported: {', '.join(FORMATS)}")
     if kind in TENSORFLOW:
         try:
-            import tensorflow  # noqa: F401
+            _import_tensorflow_quietly()
         except ImportError:
             raise UnsupportedError(f"{path}: reading TensorFlow/Keras files needs tensorflow: "
                                    "pip install 'irtool[tf]'") from None
@@ -56,3 +56,23 @@ def open_model(path, trust_code=False, inputs=(), dynamic=None):
         raise UnsupportedError(f"{path}: reading PyTorch files needs torch: pip install torch") from None
     from irtool.frontends.torch_files import convert_file
     return convert_file(path, trust_code=trust_code, input_specs=inputs, dynamic=dynamic)
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up logging (absl, oneDNN notices)
+    kept off stderr: it writes to the file descriptor directly, so silence fd 2
+    for the duration of the import only."""
+    import sys
+    if "tensorflow" in sys.modules or os.environ.get("IRTOOL_DEBUG"):
+        import tensorflow  # noqa: F401
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -5,7 +5,8 @@ slots, output slots, attrs) cached on the graph, then executes it with a list
 of slots, freeing each value after its last use. Composite ops without a
 kernel are expanded through their `decompose` rule at plan time. Every
 failure names the node and its text line. Returned arrays never alias the
-inputs or params, so callers may update them in place.
+inputs or params, so callers may update them in place; kernels see read-only
+views of both, so no kernel can change the caller's arrays or the params.
 """
 import numpy as np
 

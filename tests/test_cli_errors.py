@@ -593,3 +593,43 @@ def test_atomic_write_keeps_an_existing_files_mode(tmp_path):
     os.chmod(path, 0o640)
     atomic_write(path, b"new")
     assert path.read_bytes() == b"new" and os.stat(path).st_mode & 0o777 == 0o640
+
+
+# -- --input shapes and dtypes for a pickled module (the real program: torch logs to the real stderr) --
+
+@pytest.fixture(scope="module")
+def whole_module(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from tests.torch_zoo import MLP
+    folder = tmp_path_factory.mktemp("whole")
+    torch.save(MLP().eval(), folder / "whole.pt")            # forward(x): x is [batch, 6]
+    return folder
+
+
+def _program(*argv, cwd):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))       # the pickle names tests.torch_zoo
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-m", "irtool.cli", *map(str, argv)], capture_output=True, text=True,
+                       cwd=cwd, timeout=300, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+TORCH_LOGS = ("BUG: frontends/torch_trace.py lets torch.export log its FakeTensor failure, a full Python "
+              "traceback ('E... fake_tensor.py:3090] Traceback ...'), to stderr before irtool's one-line error; "
+              "silence torch's loggers (torch._logging.set_logs / logging.getLogger('torch')) while tracing")
+
+
+@pytest.mark.parametrize("spec,needle", [
+    pytest.param("x:2x7", "reduction dim", marks=pytest.mark.xfail(strict=True, reason=TORCH_LOGS)),
+    ("x:2x6:int64", "dtype"),
+    ("y:2x6", "not arguments of forward"),
+])
+def test_pickled_module_with_a_wrong_input_spec(whole_module, spec, needle):
+    before = _listing(whole_module)
+    code, _, err = _program("convert", "whole.pt", "--trust-code", "--input", spec, "-o", "out.onnx",
+                            cwd=whole_module)
+    _clean_failure(code, err, codes=(1,))
+    assert needle in err
+    assert _listing(whole_module) == before

@@ -4,21 +4,24 @@
   the op registry (each op's samples give its attrs and input shapes; inputs
   are reused across ops through shape and value adapters, so every graph is
   valid by construction and its values stay finite and away from the jumps,
-  kinks and ties the samples avoid). Each graph runs on the numpy runtime, on
-  onnxruntime after export (a random opset 17-21), through an ONNX export ->
-  import round trip, through .irz save/load, in torch via
-  irtool.exporters.torch.to_torch, and, in float64, against the same graph
-  built from the torch oracles of tests/oracles, forward and gradients
-  (irtool.grad vs torch.autograd). The float32 gradient graph also runs on
-  onnxruntime.
+  kinks and ties the samples avoid). Each graph runs on the numpy runtime,
+  decomposed into primitives, on onnxruntime after export (opset 17-21 by
+  seed), through an ONNX export -> import round trip, through .irz save/load,
+  in torch via irtool.exporters.torch.to_torch, and, in float64, against the
+  same graph built from the torch oracles of tests/oracles: forward,
+  gradients (irtool.grad vs torch.autograd) and second order (vs torch double
+  backward). The float32 gradient graph also runs on onnxruntime.
 - The ONNX importer gets mutated ModelProto bytes and structurally random
-  models; the .irz loader gets byte mutations of valid files (raw, and with
-  the checksums repaired so the mutations reach the parser); the CLI gets
-  random argv lists. Only typed errors (IRToolError) or clean exits (0, 1, 2)
-  are allowed, and every call runs under a time limit.
+  one-node models (compared with onnxruntime where both accept them); the
+  .irz loader gets byte mutations of valid files, raw and with the checksums
+  repaired so the edits reach the parser; the CLI gets random argv lists and
+  random well-formed commands. Only typed errors (IRToolError) or clean exits
+  (0, 1, 2 and one line on stderr) are allowed; every call runs under a time
+  limit.
 
-Every mismatch the fuzzer found is a fixed small regression test at the end.
-`python scripts/fuzz.py --examples N` runs the long version.
+Every mismatch the fuzzers found is a small fixed regression test at the end
+(strict xfail while the bug is open); KNOWN_BUGS lets fuzz runs count those
+instead of failing again. `python scripts/fuzz.py --examples N` runs long.
 """
 import contextlib
 import io
@@ -548,6 +551,9 @@ def fuzz_graphs(seeds, legs=None, on_mismatch=None, limit=60):
                 prog = generate(seed)
                 ran = check_program(prog, **({"legs": legs} if legs else {}))
         except (Mismatch, IRToolError, Hang, Exception) as e:  # noqa: BLE001 - reported with the program
+            if _known(e):
+                counts["known bug"] = counts.get("known bug", 0) + 1
+                continue
             if on_mismatch is None:
                 text = prog.describe() if prog is not None else f"seed {seed} (generation failed)"
                 raise Mismatch(f"{text}\n{type(e).__name__}: {e}") from e
@@ -661,6 +667,8 @@ KNOWN_BUGS = [
     ("cli: an empty .npy as run --input", lambda e: "internal error: EOFError" in str(e)),
     ("cli: a truncated .npz as train --data", lambda e: "internal error: BadZipFile" in str(e)),
     ("cli: an .npz as run --input", lambda e: "got <U1" in str(e)),
+    ("exporters/onnx: ceil_mode pools whose last window starts in the padding fail in onnxruntime",
+     lambda e: "attempting to re-use buffer" in str(e)),
 ]
 KNOWN_HITS = {}
 
@@ -722,7 +730,7 @@ def random_onnx_models(draw):
     """A one-node model: an op type the importer maps (or not), inputs that are
     graph inputs or initializers of random dtype and shape, random attributes
     of the types its schema declares."""
-    from onnx import TensorProto, defs, helper, numpy_helper
+    from onnx import defs, helper, numpy_helper
     op_type = draw(st.sampled_from(_import_ops()))
     opset = draw(st.sampled_from(ONNX_OPSETS))
     try:
@@ -1077,3 +1085,185 @@ def _fuzz_cli(max_examples, folder_factory, derandomize=True):
     def fuzz(argv):
         check_cli(argv, folder_factory())
     return fuzz
+
+
+# -- the CI runs ------------------------------------------------------------------------------------
+
+CI_GRAPHS = 500                 # differential graphs per CI run, in batches over the xdist workers
+BATCHES = 10
+
+
+@pytest.mark.parametrize("batch", range(BATCHES))
+def test_random_graphs_agree_on_every_backend(batch):
+    per = CI_GRAPHS // BATCHES
+    counts = fuzz_graphs(range(batch * per, (batch + 1) * per))
+    assert counts.get("graphs", 0) >= per * 0.9          # few skipped (overflow) graphs
+    assert counts.get("ort", 0) >= per * 0.9 and counts.get("grad", 0) >= per * 0.5
+
+
+def test_generated_graphs_cover_the_registry():
+    """Over the CI seeds, the generator uses most registry ops, and chains them
+    (a good share of node inputs come from earlier nodes, not fresh inputs)."""
+    used, reused, total = set(), 0, 0
+    for seed in range(0, CI_GRAPHS, 5):
+        prog = generate(seed)
+        used |= prog.ops()
+        for step in prog.steps:
+            if step[0] == "node":
+                total += len(step[3])
+                reused += sum(prog.steps[r][0] != "input" for r in step[3])
+    eligible = {op.name for op, _ in TEMPLATES}
+    assert len(used & eligible) >= 0.9 * len(eligible), sorted(eligible - used)
+    assert reused >= 0.3 * total
+
+
+def test_import_onnx_survives_mutated_models():
+    _fuzz_import_mutations(150)()
+
+
+def test_import_onnx_survives_random_models():
+    _fuzz_random_models(250)()
+
+
+def test_irz_loader_survives_byte_mutations():
+    _fuzz_irz_bytes(150)()
+
+
+def test_irz_loader_survives_header_rewrites():
+    _fuzz_irz_header(200)()
+
+
+@pytest.fixture(scope="module")
+def cli_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_fuzz")
+    _Workspace(str(folder))
+    return str(folder)
+
+
+def test_cli_survives_random_argv(cli_folder):
+    _fuzz_cli(250, lambda: cli_folder)()
+
+
+def test_time_limit_stops_a_hang():
+    import time
+    with pytest.raises(Hang):
+        with time_limit(0.2, "sleep"):
+            time.sleep(5)
+
+
+# -- regression tests: every mismatch the fuzzer found ------------------------------------------------
+
+def _ort_session(model):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (exporters/onnx pool lowering; fuzz seeds 2421, 4390, 5020, 7949): a ceil_mode max_pool whose last "
+    "window would start in the padding (x[1,2,5,5], kernel 2, stride 2, pads 1 -> 3x3) is exported as "
+    "MaxPool(ceil_mode=1) + Slice. ONNX shape inference says MaxPool gives 4x4, onnxruntime's kernel gives "
+    "3x3; its memory planner then hands that buffer to a later 4x4 tensor (here an AveragePool) and the run "
+    "fails with 'Shape mismatch attempting to re-use buffer'. Export such pools without ceil_mode (pad the "
+    "end explicitly so floor mode gives the IR's size)"))
+@pytest.mark.parametrize("opset", [17, 21])
+def test_regression_ceil_mode_pools_in_one_graph_run_on_onnxruntime(opset):
+    rng = np.random.default_rng(0)
+    xs = {"x": rng.standard_normal((1, 2, 5, 5)).astype(np.float32),
+          "c": rng.standard_normal((1, 2, 6, 6)).astype(np.float32)}
+    pool = dict(strides=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True)
+    b = irtool.Builder("ceil_mode_pools")
+    x, c = b.input("x", "float32", (1, 2, 5, 5)), b.input("c", "float32", (1, 2, 6, 6))
+    y = b.max_pool(x, kernel=(2, 2), **pool)
+    z = b.avg_pool(c, kernel=(3, 3), count_include_pad=False, **pool)
+    assert y.shape == (1, 2, 3, 3) and z.shape == (1, 2, 4, 4)        # torch's sizes
+    g = irtool.grad(b.build([b.add(b.reduce_sum(b.mul(y, y)), b.reduce_sum(b.mul(z, z)))]), wrt=["x", "c"])
+    ours = irtool.run(g, xs)
+    theirs = _ort_session(irtool.export_onnx(g, opset=opset)).run(None, xs)
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(t, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "LIMITATION (documented in ir/ops/reduce.py _prod_vjp; fuzz seeds 40, 84, 96): the second-order "
+    "gradient of reduce_prod is wrong where an input is exactly 0 (the zero masks are treated as constant); "
+    "torch double backward is exact there"))
+def test_regression_reduce_prod_second_order_at_zeros():
+    torch = pytest.importorskip("torch")
+    x = np.array([[0.5, 0.0, -1.5, 2.0], [1.25, -0.75, 0.5, 1.5]])
+    c2 = np.array([[0.3, -0.7, 0.2, 0.9], [-0.4, 0.6, 0.1, -0.8]])
+    b = irtool.Builder("prod")
+    xi = b.input("x", "float64", (2, 4))
+    g1 = irtool.grad(b.build([b.reduce_sum(b.reduce_prod(xi, axes=(1,)))]), wrt=["x"])
+    b2 = irtool.Builder("second")
+    vm = b2.copy_graph(g1)
+    second = irtool.grad(b2.build([b2.reduce_sum(b2.mul(vm[g1.outputs[1]], b2.const(c2, "float64")))]),
+                         wrt=["x"])
+    ours = irtool.run(second, [x])[1]
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    (first,) = torch.autograd.grad(xt.prod(dim=1).sum(), xt, create_graph=True)
+    (theirs,) = torch.autograd.grad((first * torch.from_numpy(c2)).sum(), xt)
+    torch.testing.assert_close(torch.from_numpy(ours), theirs)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (frontends/onnx_ops.py Shrink; found by the random-model fuzzer): on integer inputs irtool turns "
+    "the float bias into an int before subtracting (3 - int(1.54) = 2); ONNX (reference implementation and "
+    "onnxruntime) computes x - bias in floating point and then casts (3 - 1.54 = 1.46 -> 1)"))
+def test_regression_shrink_on_integers_matches_onnx():
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+    x = np.array([[-3, -1, 0, 1, 2, 3, 5]], np.int32)
+    g = helper.make_graph([helper.make_node("Shrink", ["x"], ["y"], bias=1.54, lambd=0.0)], "shrink",
+                          [helper.make_tensor_value_info("x", TensorProto.INT32, [1, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 7])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(expected, _ort_session(model).run(None, {"x": x})[0])
+    np.testing.assert_array_equal(irtool.run(irtool.import_onnx(model), {"x": x})[0], expected)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (frontends/onnx_import.py _unsupported_message; found by the mutated-bytes fuzzer): an op type "
+    "that is not valid UTF-8 comes back from protobuf as bytes; with another unsupported op of the same "
+    "count, sorting the report compares bytes with str and import_onnx raises TypeError, not UnsupportedError"))
+def test_regression_non_utf8_op_type_is_a_typed_error():
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Xyzw", ["x"], ["t0"]), helper.make_node("Abcd", ["t0"], ["t1"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("t1", TensorProto.FLOAT, [2])])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    data = data.replace(b"Xyzw", b"X\xffzw")             # same length: still a valid protobuf
+    with pytest.raises(IRToolError):
+        irtool.import_onnx(data)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (ir/builder.py Builder.add_node / ir/opdef.py: no input-count check; found by the .irz header "
+    "fuzzer): a binary op accepts three inputs and a unary op two. A tampered .irz (checksums recomputed) "
+    "loads such a node; numpy's maximum(a, b, c) then treats c as its `out` argument. The numpy runtime now "
+    "passes read-only views, so it fails instead of overwriting a param, but the graph should never build"))
+@pytest.mark.parametrize("op,arity", [("maximum", 3), ("add", 1), ("exp", 2)])
+def test_regression_builder_checks_the_number_of_inputs(op, arity):
+    b = irtool.Builder("arity")
+    x = b.input("x", "float32", (3,))
+    with pytest.raises(IRToolError):
+        b.add_node(op, [x] * arity)
+
+
+def test_regression_kernels_cannot_write_into_params_or_inputs():
+    """The numpy runtime hands kernels read-only views (runtime/interpreter.py):
+    a node that would write into a param fails, the param keeps its values."""
+    from irtool.errors import RuntimeFailure
+    b = irtool.Builder("writes")
+    x = b.input("x", "float32", (3,))
+    w = b.param("w", np.zeros(3, np.float32))
+    try:
+        y = b.add_node("maximum", [x, x, w])
+    except IRToolError:
+        return                                  # the Builder refuses it: even better
+    x0 = np.ones(3, np.float32)
+    with pytest.raises(RuntimeFailure):
+        irtool.run(b.build([y]), [x0])
+    assert not b.build([y]).params["w"].data.any() and (x0 == 1).all()
