@@ -184,12 +184,13 @@ def convert_file(path, trust_code=False, input_specs=(), dynamic=None):
     def reference(arrays):
         with torch.no_grad():
             out = module(*[torch.from_numpy(a) for a in arrays])
-        return [t.detach().numpy() for t in _flat_tensors(out)]
+        return [t.detach().numpy() for t in flatten_outputs(out)]
 
     return graph, reference
 
 
-def _flat_tensors(out):
+def flatten_outputs(out):
+    """The tensors of a module's output (tuples, dicts, transformers ModelOutput), in order."""
     import torch
     if isinstance(out, torch.Tensor):
         return [out]
@@ -198,5 +199,5 @@ def _flat_tensors(out):
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _flat_tensors(o)]
+        return [t for o in out for t in flatten_outputs(o)]
     return []

@@ -52,8 +52,8 @@ def _torch_run(module, arrays, params=True):
 
 
 def torch_zoo_flat(out):
-    from irtool.frontends.torch_files import _flat_tensors
-    return _flat_tensors(out)
+    from irtool.frontends.torch_files import flatten_outputs
+    return flatten_outputs(out)
 
 
 def _tf_run(call, arrays, variables):

@@ -24,6 +24,7 @@ from tests.op_harness import loss_graph, single_op_graph  # noqa: E402
 tf = pytest.importorskip("tensorflow")
 from irtool.exporters.optimize import optimize  # noqa: E402
 from irtool.exporters.tensorflow import LOWERINGS, save_savedmodel, to_tensorflow  # noqa: E402
+from irtool.frontends.torch_files import flatten_outputs  # noqa: E402
 
 try:                      # only the model zoo tests need torch
     import torch
@@ -254,16 +255,6 @@ def test_channels_last_transpose_pairs_cancel():
 ZOO_NAMES = ["mlp", "cnn", "lstm", "gru", "encoder", "attention", "bert", "resnet"]   # the last two need transformers
 
 
-def _flat(out):
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    if isinstance(out, dict):
-        out = list(out.values())
-    return [t for o in out for t in _flat(o)]
-
-
 @pytest.fixture(scope="module")
 def zoo():
     cache = {}
@@ -291,11 +282,11 @@ def _check_variable_gradients(name, model, ours, args):
     """d loss / d every trainable variable of `ours` (a module or a reloaded
     SavedModel) equals torch.autograd's d loss / d every parameter."""
     with torch.no_grad():
-        shapes = [o.shape for o in _flat(model(*args)) if o.dtype.is_floating_point]
+        shapes = [o.shape for o in flatten_outputs(model(*args)) if o.dtype.is_floating_point]
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(s, generator=gen) for s in shapes]
     model.zero_grad()
-    outs = [o for o in _flat(model(*args)) if o.dtype.is_floating_point]
+    outs = [o for o in flatten_outputs(model(*args)) if o.dtype.is_floating_point]
     sum((o * w).sum() for o, w in zip(outs, weights)).backward()
     expected = {n: p.grad for n, p in model.named_parameters()}
     trainable = {n for n, v in ours.params.items() if v.trainable}
@@ -319,7 +310,7 @@ def test_zoo_forward_and_gradients_match_torch(zoo, name):
     for batch, seq in _shapes(name):
         args = inputs(batch, seq)
         with torch.no_grad():
-            expected = _flat(model(*args))
+            expected = flatten_outputs(model(*args))
         got = _tuple(ours(*_np(args)))
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
@@ -356,7 +347,7 @@ def test_savedmodel_round_trip_with_a_symbolic_batch(zoo, tmp_path, name):
     for batch in (1, 5):
         args = inputs(batch, 5)
         with torch.no_grad():
-            expected = _flat(model(*args))
+            expected = flatten_outputs(model(*args))
         got = _tuple(loaded(*_np(args)))
         served = list(serving(**{"x": tf.constant(args[0].numpy())}).values())
         for g, s, e in zip(got, served, expected):
@@ -376,14 +367,14 @@ def test_zoo_through_onnx_and_back(zoo, name):
     for batch, seq in _shapes(name):
         args = inputs(batch, seq)
         with torch.no_grad():
-            expected = _flat(model(*args))
+            expected = flatten_outputs(model(*args))
         for g, e in zip(_tuple(ours(*_np(args))), expected):
             np.testing.assert_allclose(g.numpy(), e.numpy(), **MODEL_FWD)
     # ONNX has no trainable flag: every initializer comes back trainable, under its name
     assert {n for n, _ in model.named_parameters()} <= set(ours.params)
     args = inputs(3, 5)
     model.zero_grad()
-    (_flat(model(*args))[0] ** 2).mean().backward()
+    (flatten_outputs(model(*args))[0] ** 2).mean().backward()
     names = [n for n, _ in model.named_parameters()]
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(_tuple(ours(*_np(args)))[0] ** 2)

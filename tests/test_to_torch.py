@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import irtool
+from irtool.frontends.torch_files import flatten_outputs
 from irtool.errors import IRTypeError, RuntimeFailure, UnsupportedError
 from irtool.ir.dtypes import check_dtype, is_float
 from irtool.ir.opdef import REGISTRY
@@ -236,16 +237,6 @@ def test_gradient_graph_runs_in_torch():
 ZOO_NAMES = ["mlp", "cnn", "lstm", "gru", "encoder", "attention", "bert"]
 
 
-def _flat(out):
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    if isinstance(out, dict):
-        out = list(out.values())
-    return [t for o in out for t in _flat(o)]
-
-
 @pytest.fixture(scope="module")
 def zoo():
     cache = {}
@@ -271,7 +262,7 @@ def test_zoo_forward_matches_the_original(zoo, name):
     for batch, seq in _shapes(name):
         args = inputs(batch, seq)
         with torch.no_grad():
-            expected, got = _flat(model(*args)), _flat(ours(*args))
+            expected, got = flatten_outputs(model(*args)), flatten_outputs(ours(*args))
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
             torch.testing.assert_close(g, e, **FWD, msg=lambda m: f"{name} batch={batch} seq={seq}: {m}")
@@ -286,13 +277,13 @@ def test_zoo_parameter_gradients_match_the_original(zoo, name):
     model, inputs, _, ours = zoo(name)
     args = inputs(3, 5)
     with torch.no_grad():
-        shapes = [o.shape for o in _flat(model(*args)) if o.dtype.is_floating_point]
+        shapes = [o.shape for o in flatten_outputs(model(*args)) if o.dtype.is_floating_point]
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(s, generator=gen) for s in shapes]
     grads = {}
     for m in (model, ours):
         m.zero_grad()
-        outs = [o for o in _flat(m(*args)) if o.dtype.is_floating_point]
+        outs = [o for o in flatten_outputs(m(*args)) if o.dtype.is_floating_point]
         _weighted_loss(outs, weights).backward()
         grads[m] = {n: p.grad for n, p in m.named_parameters()}
     assert list(grads[ours]) == list(grads[model]) or set(grads[ours]) == set(grads[model])
@@ -321,7 +312,7 @@ def test_zoo_state_dict_round_trips(zoo, name):
     fresh.load_state_dict({k: v for k, v in everything.items() if k in graph.params}, strict=True)
     args = inputs(2, 5)
     with torch.no_grad():
-        for g, e in zip(_flat(fresh(*args)), _flat(model(*args))):
+        for g, e in zip(flatten_outputs(fresh(*args)), flatten_outputs(model(*args))):
             torch.testing.assert_close(g, e, **FWD)
 
 
@@ -333,7 +324,7 @@ def test_zoo_torch_export_with_dynamic_shapes(zoo, name):
     for batch, seq in _shapes(name):
         args = inputs(batch, seq)
         with torch.no_grad():
-            for g, e in zip(_flat(run(*args)), _flat(model(*args))):
+            for g, e in zip(flatten_outputs(run(*args)), flatten_outputs(model(*args))):
                 torch.testing.assert_close(g, e, **FWD, msg=lambda m: f"{name} batch={batch} seq={seq}: {m}")
 
 
@@ -346,7 +337,7 @@ def test_zoo_through_onnx_and_back(zoo, name):
     for batch, seq in _shapes(name):
         args = inputs(batch, seq)
         with torch.no_grad():
-            for g, e in zip(_flat(ours(*args)), _flat(model(*args))):
+            for g, e in zip(flatten_outputs(ours(*args)), flatten_outputs(model(*args))):
                 torch.testing.assert_close(g, e, **FWD)
     # ONNX has no trainable flag: every initializer comes back a parameter, under its name
     assert set(ours.state_dict()) <= set(model.state_dict())
@@ -355,7 +346,7 @@ def test_zoo_through_onnx_and_back(zoo, name):
     model.zero_grad()
     args = inputs(3, 5)
     for m in (model, ours):
-        (_flat(m(*args))[0] ** 2).mean().backward()
+        (flatten_outputs(m(*args))[0] ** 2).mean().backward()
     params = dict(ours.named_parameters())
     for pname, p in model.named_parameters():
         torch.testing.assert_close(params[pname].grad, p.grad, rtol=1e-3, atol=1e-4,

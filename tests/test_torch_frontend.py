@@ -5,22 +5,13 @@ import numpy as np
 import pytest
 
 import irtool
+from irtool.frontends.torch_files import flatten_outputs
 from irtool.errors import UnsupportedError
 
 torch = pytest.importorskip("torch")
 from tests.torch_zoo import ZOO, build  # noqa: E402
 
 FWD = dict(rtol=1e-4, atol=1e-5)     # float32 through different op orders: a little above torch defaults
-
-
-def _flat(out):
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    if isinstance(out, dict):
-        out = list(out.values())
-    return [t for o in out for t in _flat(o)]
 
 
 def _np(ts):
@@ -49,7 +40,7 @@ def test_forward_matches_torch_on_every_backend(traced, name):
     for batch, seq in shapes:
         args = inputs(batch, seq)
         with torch.no_grad():
-            expected = _flat(model(*args))
+            expected = flatten_outputs(model(*args))
         feeds = [a.numpy() for a in args]
         for backend in ("numpy", "onnxruntime"):
             got = irtool.run(graph, feeds, backend=backend)
@@ -83,7 +74,7 @@ def test_parameter_gradients_match_autograd(traced, name):
     ours = irtool.run(grad_graph, [a.numpy() for a in args])
     params = dict(model.named_parameters())
     model.zero_grad()
-    outs = [o for o in _flat(model(*args)) if o.dtype.is_floating_point]
+    outs = [o for o in flatten_outputs(model(*args)) if o.dtype.is_floating_point]
     total = sum((o * torch.from_numpy(w)).sum() for o, w in zip(outs, weights))
     total.backward()
     torch.testing.assert_close(torch.tensor(ours[0]), total.detach(), rtol=1e-4, atol=1e-4)

@@ -19,7 +19,6 @@ exporters/optimize.py (so NHWC<->NCHW transpose pairs around convs of a
 model that came from TF cancel), then ops without a TF lowering are expanded
 through their IR `decompose` rule; anything left is an UnsupportedError.
 """
-import keyword
 import os
 import re
 
@@ -34,6 +33,7 @@ from irtool.ir.ops import shape_ops
 from irtool.ir.shapes import has_symbol, resolve
 from irtool.ir.text import node_line
 from irtool.ir.transform import decompose
+from irtool.exporters.naming import arg_names, class_name
 
 __all__ = ["IRModule", "LOWERINGS", "to_tensorflow", "save_savedmodel", "supported_ops"]
 
@@ -55,11 +55,11 @@ def to_tensorflow(graph):
     if missing:
         raise UnsupportedError("no TensorFlow lowering for: " +
                                ", ".join(f"{k} (x{v})" for k, v in missing.items()))
-    names = _arg_names([v.name for v in graph.inputs])
+    names = arg_names([v.name for v in graph.inputs])
     signature = [tf.TensorSpec([None if isinstance(d, str) else d for d in v.shape], tf_dtype(v.dtype), name=a)
                  for v, a in zip(graph.inputs, names)]
     call = tf.function(_make_call(names), input_signature=signature, autograph=False)
-    cls = type(_class_name(graph.name), (IRModule,), {"__call__": call})
+    cls = type(class_name(graph.name), (IRModule,), {"__call__": call})
     return cls(graph, names)
 
 
@@ -169,30 +169,6 @@ class _Plan:
 def _scope(node):
     name = _OP_NAME.sub("_", node.outputs[0].name if node.outputs else node.op.name)
     return name if name and name[0].isalnum() else "v" + name
-
-
-def _identifier(name):
-    s = re.sub(r"\W", "_", name)
-    if not s or s[0].isdigit() or keyword.iskeyword(s) or s == "self":
-        s = "in_" + s
-    return s
-
-
-def _arg_names(names):
-    out, seen = [], set()
-    for n in names:
-        s, i = _identifier(n), 0
-        base = s
-        while s in seen:
-            i += 1
-            s = f"{base}_{i}"
-        seen.add(s)
-        out.append(s)
-    return out
-
-
-def _class_name(name):
-    return "IR_" + re.sub(r"\W", "_", name or "graph")
 
 
 def _module_name(name):

@@ -17,7 +17,6 @@ The one thing to know: ops without a torch lowering are expanded through
 their IR `decompose` rule first; anything left is an UnsupportedError.
 """
 import collections
-import keyword
 import re
 
 import numpy as np
@@ -30,6 +29,7 @@ from irtool.ir.ops import shape_ops
 from irtool.ir.shapes import bind, check_bound, fmt, has_symbol, resolve
 from irtool.ir.text import node_line
 from irtool.ir.transform import decompose
+from irtool.exporters.naming import arg_names, class_name, identifier
 
 __all__ = ["IRModule", "LOWERINGS", "to_torch", "export_program", "save_exported_program",
            "dynamic_shapes_for"]
@@ -52,8 +52,8 @@ def to_torch(graph):
             missing[n.op.name] = missing.get(n.op.name, 0) + 1
     if missing:
         raise UnsupportedError("no torch lowering for: " + ", ".join(f"{k} (x{v})" for k, v in missing.items()))
-    names = _arg_names([v.name for v in graph.inputs])
-    cls = type(_class_name(graph.name), (IRModule,), {"forward": _make_forward(names)})
+    names = arg_names([v.name for v in graph.inputs])
+    cls = type(class_name(graph.name), (IRModule,), {"forward": _make_forward(names)})
     return cls(graph, names)
 
 
@@ -243,30 +243,6 @@ def _free_name(module, base):
     return name
 
 
-def _identifier(name):
-    s = re.sub(r"\W", "_", name)
-    if not s or s[0].isdigit() or keyword.iskeyword(s) or s == "self":
-        s = "in_" + s
-    return s
-
-
-def _arg_names(names):
-    out, seen = [], set()
-    for n in names:
-        s, i = _identifier(n), 0
-        base = s
-        while s in seen:
-            i += 1
-            s = f"{base}_{i}"
-        seen.add(s)
-        out.append(s)
-    return out
-
-
-def _class_name(name):
-    return "IR_" + re.sub(r"\W", "_", name or "graph")
-
-
 def _make_forward(names):
     """forward(self, <one argument per graph input>), so torch.export can match
     dynamic_shapes by name."""
@@ -304,17 +280,17 @@ def dynamic_shapes_for(graph, module=None, named=False):
     becomes Dim.DYNAMIC (named=True: one torch.export.Dim per symbol, shared
     across inputs; derived dims such as "2*batch" stay Dim.AUTO)."""
     from torch.export import Dim
-    arg_names = module.ir_arg_names if module is not None else _arg_names([v.name for v in graph.inputs])
+    names = module.ir_arg_names if module is not None else arg_names([v.name for v in graph.inputs])
     dims = {}
     spec = {}
-    for arg, v in zip(arg_names, graph.inputs):
+    for arg, v in zip(names, graph.inputs):
         axes = {}
         for i, d in enumerate(v.shape):
             if not isinstance(d, str):
                 continue
             if named and _PLAIN.match(d):
                 if d not in dims:
-                    dims[d] = Dim(_identifier(d))
+                    dims[d] = Dim(identifier(d))
                 axes[i] = dims[d]
             else:
                 axes[i] = Dim.AUTO if named else Dim.DYNAMIC
