@@ -275,11 +275,24 @@ def _flat_numpy(out):
     return [np.asarray(t) for t in tf.nest.flatten(out)]
 
 
-def convert_file(path, trust_code=False, input_specs=(), dynamic=None):
+def convert_file(path, trust_code=False, input_specs=(), dynamic=None, inputs_as_nchw=None):
     """Graph and a reference runner (numpy arrays in, numpy arrays out, in
     the graph's output order) for a TensorFlow / Keras file. `dynamic` is
     {input: {axis: symbol}}; `input_specs` [(name, shape, dtype)] fix the
-    input signature where the file records none."""
+    input signature where the file records none; inputs named in
+    `inputs_as_nchw` take channels-first arrays (the reference runner still
+    takes the graph's layout and moves channels last for TensorFlow)."""
+    if not inputs_as_nchw:
+        return _convert_file(path, trust_code, input_specs, dynamic, None)
+    graph, reference = _convert_file(path, trust_code, input_specs, dynamic, list(inputs_as_nchw))
+    moved = [v.name in set(inputs_as_nchw) for v in graph.inputs]
+
+    def channels_last_reference(arrays):
+        return reference([np.moveaxis(a, 1, -1) if m else a for m, a in zip(moved, arrays)])
+    return graph, channels_last_reference
+
+
+def _convert_file(path, trust_code, input_specs, dynamic, inputs_as_nchw):
     from irtool.frontends.tf_trace import from_concrete_function, loaded_resources, trace_keras, trace_tf1
     path = os.fspath(path)
     _check_exists(path)
@@ -289,7 +302,7 @@ def convert_file(path, trust_code=False, input_specs=(), dynamic=None):
         cf = _serving_function(loaded, path, input_specs, dynamic)
         resources, by_handle = loaded_resources(loaded)
         graph = from_concrete_function(cf, name=name, resources=resources, by_handle=by_handle,
-                                       dynamic_shapes=dynamic)
+                                       dynamic_shapes=dynamic, inputs_as_nchw=inputs_as_nchw)
         if not trust_code:
             _refuse_ops(path, _function_ops(cf), _allowed_ops(), "the serving function runs")
         names = [s.name for s in _tf().nest.flatten(cf.structured_input_signature)]
@@ -310,7 +323,7 @@ def convert_file(path, trust_code=False, input_specs=(), dynamic=None):
                                                                                      "Assert", "SaveV2")]
         if dynamic:
             inputs = [n for n in inputs]
-        graph = trace_tf1(gd, inputs, outputs, name=name, dynamic_shapes=dynamic)
+        graph = trace_tf1(gd, inputs, outputs, name=name, dynamic_shapes=dynamic, inputs_as_nchw=inputs_as_nchw)
         counts = _op_counts([gd])
 
         def reference(arrays):
@@ -329,7 +342,8 @@ def convert_file(path, trust_code=False, input_specs=(), dynamic=None):
     model = load_keras(path, trust_code)
     signature = _signature(input_specs, dynamic) if input_specs else None
     try:
-        graph = trace_keras(model, input_signature=signature, dynamic_shapes=dynamic, name=name)
+        graph = trace_keras(model, input_signature=signature, dynamic_shapes=dynamic, name=name,
+                            inputs_as_nchw=inputs_as_nchw)
     except IRToolError:
         raise
 

@@ -91,7 +91,11 @@ def _source_options(p):
     p.add_argument("--dynamic", action="append", default=[], type=_dynamic_spec, metavar="NAME:AXIS=SYMBOL",
                    help="make an input axis symbolic, e.g. x:0=batch")
     p.add_argument("--trust-code", action="store_true",
-                   help="allow loading files that run code when opened (pickled modules, TorchScript)")
+                   help="allow loading files that run code when opened (pickled modules, TorchScript, "
+                        "Keras Lambda layers, .h5 files, SavedModels with ops irtool does not convert)")
+    p.add_argument("--inputs-as-nchw", action="append", default=[], metavar="NAME",
+                   help="TensorFlow/Keras: take this channels-last image input channels-first, "
+                        "so the exported model needs no boundary Transpose")
 
 
 def _input_spec(text):
@@ -128,7 +132,8 @@ def _open(args, path):
     for name, axis, symbol in getattr(args, "dynamic", []):
         dynamic.setdefault(name, {})[axis] = symbol
     return open_model(path, trust_code=getattr(args, "trust_code", False),
-                      inputs=getattr(args, "inputs", ()), dynamic=dynamic or None)
+                      inputs=getattr(args, "inputs", ()), dynamic=dynamic or None,
+                      inputs_as_nchw=getattr(args, "inputs_as_nchw", None) or None)
 
 
 def main(argv=None):

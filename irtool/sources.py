@@ -23,7 +23,7 @@ def kind_of(path):
     return os.path.splitext(path)[1].lower()
 
 
-def open_model(path, trust_code=False, inputs=(), dynamic=None):
+def open_model(path, trust_code=False, inputs=(), dynamic=None, inputs_as_nchw=None):
     """(graph, reference) for a model file; reference is None for formats
     with no framework to compare against (.irz, .onnx is compared through
     onnxruntime by the caller)."""
@@ -41,7 +41,11 @@ def open_model(path, trust_code=False, inputs=(), dynamic=None):
             raise UnsupportedError(f"{path}: reading TensorFlow/Keras files needs tensorflow: "
                                    "pip install 'irtool[tf]'") from None
         from irtool.frontends.tf_files import convert_file as convert_tf
-        return convert_tf(path, trust_code=trust_code, input_specs=inputs, dynamic=dynamic)
+        return convert_tf(path, trust_code=trust_code, input_specs=inputs, dynamic=dynamic,
+                          inputs_as_nchw=inputs_as_nchw)
+    if inputs_as_nchw:
+        raise UnsupportedError("--inputs-as-nchw applies to TensorFlow/Keras files (their inputs are "
+                               "channels-last); this model's inputs already are what it declares")
     if os.path.getsize(path) == 0:
         raise FileFormatError(f"{path}: file is empty")
     if kind == ".irz":

@@ -196,3 +196,28 @@ def test_frozen_graph_def(files, tmp_path):
     path.write_bytes(frozen.SerializeToString())
     graph, reference = convert_file(path)
     _check(graph, reference, [np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)])
+
+
+def test_cli_converts_keras_files_and_inputs_as_nchw(tmp_path):
+    import subprocess
+    import sys
+
+    import onnx
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3), name="image"), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model.save(tmp_path / "m.keras")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "irtool.cli", *args], capture_output=True, text=True)
+
+    plain = cli("convert", str(tmp_path / "m.keras"), "--verify", "-o", str(tmp_path / "nhwc.onnx"))
+    assert plain.returncode == 0 and "verify: ok" in plain.stdout, plain.stderr
+    assert plain.stderr == ""          # no TensorFlow start-up chatter
+    nchw = cli("convert", str(tmp_path / "m.keras"), "--verify", "--inputs-as-nchw", "image",
+               "-o", str(tmp_path / "nchw.onnx"))
+    assert nchw.returncode == 0 and "verify: ok" in nchw.stdout, nchw.stderr
+    a, c = onnx.load(str(tmp_path / "nhwc.onnx")), onnx.load(str(tmp_path / "nchw.onnx"))
+    count = lambda m: [n.op_type for n in m.graph.node].count("Transpose")  # noqa: E731
+    assert count(c) == count(a) - 1 == 0
+    assert [d.dim_value for d in c.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 8, 8]
