@@ -193,12 +193,11 @@ def cmd_convert(args):
     with Progress(f"reading {args.src}"):
         graph, reference = _open(args, args.src)
     if args.to == "onnx":
-        from irtool.exporters.onnx import export_onnx, write_model
+        from irtool.exporters.onnx import export_onnx
+        if args.verify:                      # before writing: a mismatch leaves no file behind
+            _verify(graph, None, opset=args.opset, reference=reference)
         with Progress(f"exporting {len(graph.nodes)} ops to ONNX"):
-            model = export_onnx(graph, None, opset=args.opset)
-        if args.verify:
-            _verify(graph, model, reference=reference)
-        write_model(model, out)
+            export_onnx(graph, out, opset=args.opset)
     elif args.to == "savedmodel":
         from irtool.exporters.tensorflow import save_savedmodel
         if args.verify:

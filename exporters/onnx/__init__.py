@@ -9,11 +9,13 @@ their names; symbolic dims become dim_params.
 import os
 import tempfile
 
+import numpy as np
 import onnx
 
 from irtool.errors import ExportError, UnsupportedError
 from irtool.exporters.onnx import lower_composite, lower_conv, lower_elementwise, lower_reduce, lower_shape
-from irtool.exporters.onnx.context import LoweringContext, value_info
+from irtool.exporters.onnx.context import LoweringContext, onnx_dtype, value_info
+from irtool.ir.dtypes import check_dtype
 from irtool.exporters.optimize import optimize as optimize_graph
 from irtool.ir.transform import decompose
 
@@ -30,7 +32,9 @@ def supported_ops(opset):
     return {op for op, fn in LOWERINGS.items() if getattr(fn, "min_opset", 0) <= opset}
 
 
-def to_model(graph, opset=None, optimize=True):
+def to_model(graph, opset=None, optimize=True, external=None):
+    """ModelProto of graph. With `external` (an ExternalData writer), params
+    stream into its file and the proto only references them."""
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}")
@@ -44,7 +48,7 @@ def to_model(graph, opset=None, optimize=True):
             missing[n.op.name] = missing.get(n.op.name, 0) + 1
     if missing:
         raise UnsupportedError("no ONNX lowering for: " + ", ".join(f"{k} (x{v})" for k, v in missing.items()))
-    ctx = LoweringContext(graph, opset)
+    ctx = LoweringContext(graph, opset, external)
     outputs = set(graph.outputs)
     for name, p in graph.params.items():
         if p.value.uses or p.value in outputs:   # unused buffers (num_batches_tracked) stay out
@@ -72,9 +76,57 @@ def _distinct_outputs(ctx, graph):
 
 
 def export_onnx(graph, path=None, opset=None, optimize=True):
+    """ModelProto of graph; with `path`, also written there atomically. Past
+    EXTERNAL_DATA_THRESHOLD bytes of params, the params stream straight from
+    their arrays into `<file>.data` (no copy of them is held in memory)."""
+    if path is not None and sum(p.data.nbytes for p in graph.params.values()) > EXTERNAL_DATA_THRESHOLD:
+        return _export_external(graph, path, opset, optimize)
     model = to_model(graph, opset, optimize)
     if path is not None:
         write_model(model, path)
+    return model
+
+
+class ExternalData:
+    """Appends tensors to an open external-data file and makes the
+    TensorProto that references each one (onnx's external data format)."""
+
+    def __init__(self, file, location):
+        self.file, self.location = file, location
+
+    def tensor(self, name, arr):
+        arr = np.ascontiguousarray(arr)
+        t = onnx.TensorProto()
+        t.name = name
+        t.data_type = onnx_dtype(check_dtype(arr.dtype))
+        t.dims.extend(arr.shape)
+        offset = self.file.tell()
+        self.file.write(memoryview(arr.reshape(-1).view(np.uint8)))
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(arr.nbytes))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        return t
+
+
+def _export_external(graph, path, opset, optimize):
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    data_name = os.path.basename(path) + ".data"
+    tmpdir = tempfile.mkdtemp(prefix=".irtool-", dir=folder)
+    try:
+        tmp = os.path.join(tmpdir, os.path.basename(path))
+        with open(os.path.join(tmpdir, data_name), "wb") as f:
+            model = to_model(graph, opset, optimize, external=ExternalData(f, data_name))
+        onnx.save_model(model, tmp)
+        os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        for f in os.listdir(tmpdir):
+            os.unlink(os.path.join(tmpdir, f))
+        os.rmdir(tmpdir)
     return model
 
 

@@ -20,9 +20,10 @@ def onnx_dtype(dtype):
 
 
 class LoweringContext:
-    def __init__(self, graph, opset):
+    def __init__(self, graph, opset, external=None):
         self.graph = graph
         self.opset = opset
+        self.external = external       # streams params to an external-data file when set
         self.nodes = []
         self.initializers = []
         self._names = {v.name for v in graph.values()}
@@ -70,7 +71,7 @@ class LoweringContext:
         return self._consts[key]
 
     def initializer(self, name, arr):
-        self.initializers.append(tensor_proto(name, arr))
+        self.initializers.append(self.external.tensor(name, arr) if self.external else tensor_proto(name, arr))
         return name
 
     def ints(self, values):
