@@ -633,3 +633,12 @@ def test_pickled_module_with_a_wrong_input_spec(whole_module, spec, needle):
     _clean_failure(code, err, codes=(1,))
     assert needle in err
     assert _listing(whole_module) == before
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: irtool/cli.py prints str(error) as is; a file name holding a newline (found by the CLI fuzzer: "
+    "`irtool convert $'\\n'`) splits the one-line error in two. Escape newlines in main() (this would also "
+    "keep torch's multi-line messages on one line)"))
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_newline_in_a_file_name_keeps_the_error_on_one_line(capsys, ws, command):
+    _fails(capsys, ws, *_commands("bad\nname.irz")[command], codes=(1,), needle="no such file")

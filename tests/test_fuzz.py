@@ -646,7 +646,8 @@ MAX_INPUT_ELEMENTS = 1 << 16
 
 
 def _runnable(graph):
-    """Random inputs for graph, or None when its inputs are huge or unbound."""
+    """Random inputs for graph, or None when its inputs are huge or cannot be
+    made (a derived dim "2*batch" that no input binds: a typed error)."""
     from irtool.compare import random_inputs
     for v in graph.inputs:
         n = 1
@@ -654,14 +655,20 @@ def _runnable(graph):
             n *= d if isinstance(d, int) else 3
         if n > MAX_INPUT_ELEMENTS:
             return None
-    return random_inputs(graph)
+    try:
+        return random_inputs(graph)
+    except IRToolError:
+        return None
 
 
 # Bugs the fuzzers found that have a strict-xfail regression test below: a fuzz run that hits
 # one again counts it instead of failing, so CI stays about *new* failures. (name, predicate)
 KNOWN_BUGS = [
     ("onnx_import: op types that are not UTF-8 make the unsupported-ops report fail to sort",
-     lambda e: isinstance(e, TypeError) and "between instances of 'str' and 'bytes'" in str(e)),
+     lambda e: isinstance(e, TypeError) and ("'str' and 'bytes'" in str(e) or "'bytes' and 'str'" in str(e))),
+    ("onnx_ops: Shrink on integer inputs", lambda e: isinstance(e, Mismatch) and "= Shrink[" in str(e)),
+    ("cli: a newline in a file name splits the one-line error",
+     lambda e: isinstance(e, Mismatch) and "but stderr is" in str(e) and "\\n" in str(e).split("stderr is")[0]),
     # irtool/cli.py, regression tests in tests/test_cli_errors.py
     ("cli: a .npy file as train --data", lambda e: "does not support the context manager protocol" in str(e)),
     ("cli: an empty .npy as run --input", lambda e: "internal error: EOFError" in str(e)),
@@ -860,7 +867,11 @@ def _fuzz_random_models(max_examples, derandomize=True):
               suppress_health_check=list(HealthCheck))
     @given(random_onnx_models())
     def fuzz(case):
-        check_random_model(*case)
+        try:
+            check_random_model(*case)
+        except Mismatch as e:
+            if not _known(e):
+                raise
     return fuzz
 
 
