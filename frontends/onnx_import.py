@@ -108,6 +108,8 @@ def _with_external_data(t, base_dir, what):
     if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
         raise FileFormatError(f"{what}: external data location {location!r} is an absolute path; "
                               "only files inside the model's folder are read")
+    if "\0" in location:
+        raise FileFormatError(f"{what}: external data location {location!r} holds a NUL byte")
     parts = [p for p in re.split(r"[\\/]", location) if p not in ("", ".")]
     if any(p == ".." for p in parts) or not parts:
         raise FileFormatError(f"{what}: external data location {location!r} leaves the model's folder")
@@ -126,6 +128,10 @@ def _with_external_data(t, base_dir, what):
             raise FileFormatError(f"{what}: external data path {location!r} is not inside a folder")
         if last and not stat.S_ISREG(st.st_mode):
             raise FileFormatError(f"{what}: external data {location!r} is not a regular file")
+        if last and st.st_nlink > 1:
+            # a hard link can name any file on the device from inside the folder
+            raise FileFormatError(f"{what}: external data {location!r} is a hard link (it has "
+                                  f"{st.st_nlink} names); refusing to read it")
     size = st.st_size
     try:
         offset = int(info.get("offset", 0) or 0)
@@ -642,7 +648,12 @@ def unsupported_ops(model):
 
 def _unsupported_message(counts):
     return "ONNX import: no mapping for op type(s): " + ", ".join(
-        f"{k} (x{v})" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        f"{_op_text(k)} (x{v})" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], _op_text(kv[0]))))
+
+
+def _op_text(op_type):
+    """An op type as text: protobuf hands back bytes when it is not valid UTF-8."""
+    return op_type.decode("utf-8", "backslashreplace") if isinstance(op_type, bytes) else str(op_type)
 
 
 def import_onnx(path_or_model):
@@ -650,6 +661,9 @@ def import_onnx(path_or_model):
     from irtool.frontends.onnx_ops import OPS
     model, base_dir = load_model(path_or_model)
     g = model.graph
+    if not model.HasField("graph") or not g.output:
+        where = path_or_model if isinstance(path_or_model, (str, os.PathLike)) else "the model"
+        raise FileFormatError(f"{where}: not an ONNX model (it has no graph outputs)")
     missing = unsupported_ops(model)
     if missing:
         raise UnsupportedError(_unsupported_message(missing))

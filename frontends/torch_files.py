@@ -58,7 +58,7 @@ def load_pt2(path, trust_code=False):
         with _no_pickled_code():
             return torch.export.load(path)
     except (_Refused, pickle.UnpicklingError) as e:
-        raise FileFormatError(f"{path}: refused: {e} ({TRUST_HINT})") from None
+        raise FileFormatError(f"{path}: refused: {_first_line(e)} ({TRUST_HINT})") from None
     except IRToolError:
         raise
     except Exception as e:  # noqa: BLE001 - torch's loader raises anything on a bad file

@@ -7,6 +7,7 @@ it). Outputs are written atomically and never overwrite without --force.
 import argparse
 import os
 import sys
+import zipfile
 
 import numpy as np
 
@@ -143,6 +144,8 @@ def main(argv=None):
         import warnings
         warnings.simplefilter("ignore")      # framework deprecation chatter is not the user's concern
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # and neither is TensorFlow's C++ logging
+        import logging
+        logging.disable(logging.CRITICAL)    # nor torch.export's logged tracebacks: the error says it
     else:
         os.environ["IRTOOL_DEBUG"] = "1"
     try:
@@ -151,12 +154,12 @@ def main(argv=None):
             raise UsageError("a command is required: convert, inspect, run, train or verify")
         return COMMANDS[args.command](args)
     except UsageError as e:
-        print(f"irtool: usage error: {e}", file=sys.stderr)
+        print(f"irtool: usage error: {_one_line(e)}", file=sys.stderr)
         return 2
     except IRToolError as e:
         if debug:
             raise
-        print(f"irtool: error: {e}", file=sys.stderr)
+        print(f"irtool: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("irtool: interrupted", file=sys.stderr)
@@ -164,12 +167,17 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
         if debug:
             raise
-        print(f"irtool: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+        print(f"irtool: internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for details)",
               file=sys.stderr)
         return 1
 
 
 EXTENSIONS = {"onnx": "onnx", "irz": "irz", "torch": "pt2", "savedmodel": "savedmodel"}
+
+
+def _one_line(error):
+    """An error message on one line, whatever the file names or the frameworks put in it."""
+    return " ".join(str(error).split())
 
 
 def _out_path(src, output, ext, force):
@@ -339,21 +347,30 @@ def _load_npz(path):
     from irtool.errors import FileFormatError
     try:
         with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise FileFormatError(f"{path}: not an .npz archive of named arrays")
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise FileFormatError(f"{path}: no such file") from None
-    except (ValueError, OSError) as e:
-        raise FileFormatError(f"{path}: not a readable .npz archive ({e})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise FileFormatError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from None
+    except (AttributeError, TypeError):     # np.load gave a plain array: no context manager
+        raise FileFormatError(f"{path}: not an .npz archive of named arrays") from None
 
 
 def _load_npy(path):
     from irtool.errors import FileFormatError
     try:
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FileFormatError(f"{path}: no such file") from None
-    except (ValueError, OSError) as e:
-        raise FileFormatError(f"{path}: not a readable .npy array ({e})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise FileFormatError(f"{path}: not a readable .npy array ({type(e).__name__}: {e})") from None
+    if not isinstance(arr, np.ndarray):
+        if hasattr(arr, "close"):
+            arr.close()
+        raise FileFormatError(f"{path}: an .npz archive, not a single .npy array")
+    return arr
 
 
 COMMANDS = {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run, "train": cmd_train,

@@ -37,6 +37,7 @@ TARGETS = ["graphs", "onnx-bytes", "onnx-models", "irz-bytes", "irz-header", "cl
 def _graph_chunk(seeds):
     warnings.simplefilter("ignore")
     from tests import test_fuzz as F
+    F.KNOWN_HITS.clear()
     found = []
 
     def on_mismatch(seed, prog, e):
@@ -70,6 +71,7 @@ def _hypothesis_target(args):
     import hypothesis
 
     from tests import test_fuzz as F
+    F.KNOWN_HITS.clear()
     if name == "onnx-bytes":
         fuzz = F._fuzz_import_mutations(n, derandomize=False)
     elif name == "onnx-models":

@@ -186,9 +186,7 @@ def _bad_npy(ws, kind):
 @pytest.mark.parametrize("kind,needle", [
     ("wrong_shape", "shape"), ("wrong_rank", "shape"), ("wrong_dtype", "float32"), ("int_dtype", "float32"),
     ("text", "npy"), ("truncated", "npy"), ("header_only", "npy"),
-    pytest.param("npz_named_npy", "npy", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: irtool/cli.py _load_npy returns np.load's NpzFile for an .npz archive (left "
-                            "open), and run then says \"input 'x' must be float32, got <U1\"")),
+    ("npz_named_npy", "npy"),
 ])
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
 def test_run_with_a_bad_input_array(capsys, ws, kind, needle, backend):
@@ -197,8 +195,6 @@ def test_run_with_a_bad_input_array(capsys, ws, kind, needle, backend):
            codes=(1,), needle=needle)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: irtool/cli.py _load_npy does not catch EOFError: an empty .npy "
-                                       "file gives 'internal error: EOFError'")
 def test_run_with_an_empty_npy(capsys, ws):
     (ws / "empty.npy").write_bytes(b"")
     _fails(capsys, ws, "run", "model.irz", "--input", "x=empty.npy", codes=(1,), needle="npy")
@@ -256,9 +252,7 @@ def test_unknown_option_values(capsys, ws, argv, codes):
 @pytest.mark.parametrize("kind,needle", [
     ("missing", "no such file"), ("no_target", "target"), ("wrong_shape", "shape"),
     ("wrong_dtype", "float32"), ("object", "npz"), ("empty_npz", "x"),
-    pytest.param("corrupt", "npz", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: irtool/cli.py _load_npz does not catch zipfile.BadZipFile: a truncated .npz "
-                            "gives 'internal error: BadZipFile'")),
+    ("corrupt", "npz"),
 ])
 def test_train_with_bad_data(capsys, ws, kind, needle):
     path = ws / "bad.npz"
@@ -278,8 +272,6 @@ def test_train_with_bad_data(capsys, ws, kind, needle):
            "-o", "t.irz", codes=(1,), needle=needle)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: irtool/cli.py _load_npz: a .npy file given as --data gives "
-                                       "'internal error: TypeError' (np.load returns an array, not an archive)")
 def test_train_with_an_npy_as_data(capsys, ws):
     _fails(capsys, ws, "train", "model.irz", "--data", "x.npy", "--loss", "mse", "--lr", "0.1", "-o", "t.irz",
            codes=(1,), needle="npz")
@@ -398,9 +390,6 @@ def _inject(monkeypatch, fault):
 
 FAULTS = ["read-only folder", "disk full while writing", "disk full at fsync", "disk full at rename",
           "interrupted at rename"]
-MKDTEMP_BUG = ("BUG: exporters/onnx/__init__.py write_model calls tempfile.mkdtemp outside its try: in a "
-               "read-only folder the CLI says 'internal error: PermissionError' and export_onnx raises a "
-               "bare PermissionError instead of ExportError")
 
 
 def _fault_params():
@@ -408,10 +397,7 @@ def _fault_params():
         for fault in FAULTS:
             if fault == "disk full at fsync" and writer in ONNX_WRITERS:
                 continue          # onnx.save_model does not fsync: nothing to inject
-            marks = []
-            if fault == "read-only folder" and writer in ONNX_WRITERS:
-                marks.append(pytest.mark.xfail(strict=True, reason=MKDTEMP_BUG))
-            yield pytest.param(writer, fault, marks=marks, id=f"{writer}-{fault.replace(' ', '_')}")
+            yield pytest.param(writer, fault, id=f"{writer}-{fault.replace(' ', '_')}")
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
@@ -458,10 +444,6 @@ def _wide_model(ws):
     irtool.save(b.build([b.matmul(x, w)]), ws / "wide.irz")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: exporters/onnx/__init__.py write_model moves <out>.data into place "
-                                       "before the model: when the final rename fails, an existing <out>.data "
-                                       "is already overwritten (the old model now reads the new weights) and a "
-                                       "new one is left behind as a partial output")
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
 def test_failed_write_with_external_data_loses_nothing(capsys, ws, monkeypatch, existing):
     from irtool.exporters import onnx as onnx_exporter
@@ -490,10 +472,6 @@ def test_failed_write_with_external_data_loses_nothing(capsys, ws, monkeypatch, 
         assert (out / f).read_bytes() == data, f"{f} changed"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: exporters/onnx/__init__.py write_model: onnx.save_model checks "
-                                       "whether the external data file exists relative to the *current folder*; "
-                                       "`convert --force` run beside an existing <out>.data fails with 'External "
-                                       "data file exists' instead of replacing the model")
 def test_force_replaces_a_model_with_external_data_from_its_own_folder(capsys, ws, monkeypatch):
     from irtool.exporters import onnx as onnx_exporter
     monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_THRESHOLD", 16)
@@ -542,14 +520,11 @@ def test_api_errors_are_typed(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["empty.irz"]
 
 
-@pytest.mark.xfail(strict=True, reason=MKDTEMP_BUG)
 def test_export_onnx_into_a_missing_folder_is_an_export_error(tmp_path):
     with pytest.raises(ExportError):
         irtool.export_onnx(_graph(), tmp_path / "no_such_folder" / "m.onnx")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: frontends/onnx_import.py: an empty file (or any ModelProto without "
-                                       "a graph) imports as an empty Graph instead of raising FileFormatError")
 @pytest.mark.parametrize("source", ["empty file", "empty bytes", "no graph"])
 def test_import_onnx_of_a_model_without_a_graph(tmp_path, source):
     import onnx
@@ -566,9 +541,7 @@ def test_import_onnx_of_a_model_without_a_graph(tmp_path, source):
 
 
 @pytest.mark.parametrize("api,fault", [
-    pytest.param(api, fault, id=f"{api}-{fault.replace(' ', '_')}",
-                 marks=[pytest.mark.xfail(strict=True, reason=MKDTEMP_BUG)]
-                 if (api, fault) == ("export_onnx", "read-only folder") else [])
+    pytest.param(api, fault, id=f"{api}-{fault.replace(' ', '_')}")
     for api in ("save", "export_onnx", "atomic_write")
     for fault in ("disk full at rename", "disk full while writing", "read-only folder")])
 def test_api_write_failures_are_export_errors(tmp_path, monkeypatch, api, fault):
@@ -616,13 +589,8 @@ def _program(*argv, cwd):
     return p.returncode, p.stdout, p.stderr
 
 
-TORCH_LOGS = ("BUG: frontends/torch_trace.py lets torch.export log its FakeTensor failure, a full Python "
-              "traceback ('E... fake_tensor.py:3090] Traceback ...'), to stderr before irtool's one-line error; "
-              "silence torch's loggers (torch._logging.set_logs / logging.getLogger('torch')) while tracing")
-
-
 @pytest.mark.parametrize("spec,needle", [
-    pytest.param("x:2x7", "reduction dim", marks=pytest.mark.xfail(strict=True, reason=TORCH_LOGS)),
+    ("x:2x7", "reduction dim"),
     ("x:2x6:int64", "dtype"),
     ("y:2x6", "not arguments of forward"),
 ])
@@ -635,10 +603,6 @@ def test_pickled_module_with_a_wrong_input_spec(whole_module, spec, needle):
     assert _listing(whole_module) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: irtool/cli.py prints str(error) as is; a file name holding a newline (found by the CLI fuzzer: "
-    "`irtool convert $'\\n'`) splits the one-line error in two. Escape newlines in main() (this would also "
-    "keep torch's multi-line messages on one line)"))
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_newline_in_a_file_name_keeps_the_error_on_one_line(capsys, ws, command):
     _fails(capsys, ws, *_commands("bad\nname.irz")[command], codes=(1,), needle="no such file")

@@ -329,9 +329,29 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _close32(name, got, ref32, ref64):
+def _noise(graph, arrays, seed):
+    """Per output, how far float32 rounding can move it: the largest change when
+    every float input is nudged by about one ulp (two random nudges). Sums of
+    many terms that cancel, normalizations... get a tolerance to match."""
+    rng = np.random.default_rng(seed)
+    base = irtool.run(graph, arrays)
+    worst = [0.0] * len(base)
+    for _ in range(2):
+        nudged = [(a * (1 + rng.choice([-1.0, 1.0], a.shape) * 2.0 ** -22)).astype(a.dtype)
+                  if a.dtype == np.float32 else a for a in arrays]
+        for i, (x, y) in enumerate(zip(irtool.run(graph, nudged), base)):
+            if is_float(check_dtype(y.dtype)) and y.size:
+                d = np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))
+                worst[i] = max(worst[i], float(d.max()) if np.all(np.isfinite(d)) else np.inf)
+    return worst
+
+
+def _close32(name, got, ref32, ref64, noise=0.0):
     """float32 results of two backends agree to within what float32 itself
-    explains: 1e-4 relative, plus 10x numpy's own float32-vs-float64 error."""
+    explains: torch.testing's float32 atol (1e-5) and 1e-4 relative (backends
+    sum in different orders: a gradient that reduces 720 terms differs by 2e-4
+    relative on onnxruntime, seed 766), plus 10x numpy's own float32-vs-float64
+    error and 10x the output's sensitivity to one-ulp input changes (`noise`)."""
     got, ref32 = np.asarray(got), np.asarray(ref32)
     if got.shape != ref32.shape:
         raise Mismatch(f"{name}: shape {got.shape} vs {ref32.shape}")
@@ -342,7 +362,7 @@ def _close32(name, got, ref32, ref64):
     r64 = np.asarray(ref64, np.float64)
     scale = float(np.abs(r64).max()) if r64.size else 0.0
     own = float(np.abs(ref32.astype(np.float64) - r64).max()) if r64.size else 0.0
-    allowed = 1e-6 + 1e-5 * scale + 1e-4 * np.abs(r64) + 10 * own
+    allowed = 1e-5 + 1e-5 * scale + 1e-4 * np.abs(r64) + 10 * own + 10 * noise
     err = np.abs(got.astype(np.float64) - r64)
     if not np.all(err <= allowed):
         k = int(np.argmax(err - allowed))
@@ -413,15 +433,16 @@ def check_program(prog, legs=LEGS, opset=None):
         return ran                                  # overflowed: nothing to compare
     names = [v.name for v in g32.inputs]
     outs = [v.name for v in g32.outputs]
+    noise = _noise(g32, a32, prog.seed)
     for k, (r32, r64) in enumerate(zip(ref32, ref64)):
-        _close32(f"numpy float32 vs float64, output {outs[k]}", r32, r32, r64)
+        _close32(f"numpy float32 vs float64, output {outs[k]}", r32, r32, r64, noise[k])
 
     if "decomposed" in legs:
         from irtool.ir.transform import decompose
         flat = decompose(g32, set())
         if flat is not g32:
             for k, (o, r32, r64) in enumerate(zip(irtool.run(flat, a32), ref32, ref64)):
-                _close32(f"decomposed graph, output {outs[k]}", o, r32, r64)
+                _close32(f"decomposed graph, output {outs[k]}", o, r32, r64, noise[k])
             ran.append("decomposed")
     if "ort" in legs or "onnx_roundtrip" in legs:
         opset = opset or 17 + prog.seed % 5
@@ -429,13 +450,13 @@ def check_program(prog, legs=LEGS, opset=None):
         if "ort" in legs:
             got = _ort_run(model, names, a32)
             for k, (o, r32, r64) in enumerate(zip(got, ref32, ref64)):
-                _close32(f"onnxruntime (opset {opset}) output {outs[k]}", o, r32, r64)
+                _close32(f"onnxruntime (opset {opset}) output {outs[k]}", o, r32, r64, noise[k])
             ran.append("ort")
         if "onnx_roundtrip" in legs:
             back = irtool.import_onnx(model)
             got = irtool.run(back, {n: a for n, a in zip(names, a32) if n in {v.name for v in back.inputs}})
             for k, (o, r32, r64) in enumerate(zip(got, ref32, ref64)):
-                _close32(f"ONNX export -> import (opset {opset}) output {outs[k]}", o, r32, r64)
+                _close32(f"ONNX export -> import (opset {opset}) output {outs[k]}", o, r32, r64, noise[k])
             ran.append("onnx_roundtrip")
     if "irz" in legs:
         back = serialize.from_bytes(serialize.to_bytes(g32))
@@ -455,7 +476,7 @@ def check_program(prog, legs=LEGS, opset=None):
         with torch.no_grad():
             got = _as_list(module(*[torch.from_numpy(a.copy()) for a in a32]))
         for k, (o, r32, r64) in enumerate(zip(got, ref32, ref64)):
-            _close32(f"to_torch output {outs[k]}", o.numpy(), r32, r64)
+            _close32(f"to_torch output {outs[k]}", o.numpy(), r32, r64, noise[k])
         ran.append("to_torch")
     with_oracle = all(op in ORACLES for op in prog.ops())
     if "torch_oracle" in legs and with_oracle:
@@ -498,8 +519,9 @@ def check_program(prog, legs=LEGS, opset=None):
             gg64 = irtool.grad(lg64, wrt=[names[i] for i in wrt])
             r32, r64 = irtool.run(gg32, a32), irtool.run(gg64, a64)
             got = _ort_run(irtool.export_onnx(gg32), names, a32)
+            gnoise = _noise(gg32, a32, prog.seed)
             for k, (o, x, y) in enumerate(zip(got, r32, r64)):
-                _close32(f"gradient graph on onnxruntime, output {gg32.outputs[k].name}", o, x, y)
+                _close32(f"gradient graph on onnxruntime, output {gg32.outputs[k].name}", o, x, y, gnoise[k])
             ran.append("grad_ort")
     return ran
 
@@ -664,16 +686,7 @@ def _runnable(graph):
 # Bugs the fuzzers found that have a strict-xfail regression test below: a fuzz run that hits
 # one again counts it instead of failing, so CI stays about *new* failures. (name, predicate)
 KNOWN_BUGS = [
-    ("onnx_import: op types that are not UTF-8 make the unsupported-ops report fail to sort",
-     lambda e: isinstance(e, TypeError) and ("'str' and 'bytes'" in str(e) or "'bytes' and 'str'" in str(e))),
     ("onnx_ops: Shrink on integer inputs", lambda e: isinstance(e, Mismatch) and "= Shrink[" in str(e)),
-    ("cli: a newline in a file name splits the one-line error",
-     lambda e: isinstance(e, Mismatch) and "but stderr is" in str(e) and "\\n" in str(e).split("stderr is")[0]),
-    # irtool/cli.py, regression tests in tests/test_cli_errors.py
-    ("cli: a .npy file as train --data", lambda e: "does not support the context manager protocol" in str(e)),
-    ("cli: an empty .npy as run --input", lambda e: "internal error: EOFError" in str(e)),
-    ("cli: a truncated .npz as train --data", lambda e: "internal error: BadZipFile" in str(e)),
-    ("cli: an .npz as run --input", lambda e: "got <U1" in str(e)),
     ("exporters/onnx: ceil_mode pools whose last window starts in the padding fail in onnxruntime",
      lambda e: "attempting to re-use buffer" in str(e)),
 ]
@@ -1100,7 +1113,7 @@ def _fuzz_cli(max_examples, folder_factory, derandomize=True):
 
 # -- the CI runs ------------------------------------------------------------------------------------
 
-CI_GRAPHS = 500                 # differential graphs per CI run, in batches over the xdist workers
+CI_GRAPHS = 1000                # differential graphs per CI run, in batches over the xdist workers
 BATCHES = 10
 
 
@@ -1129,19 +1142,19 @@ def test_generated_graphs_cover_the_registry():
 
 
 def test_import_onnx_survives_mutated_models():
-    _fuzz_import_mutations(150)()
+    _fuzz_import_mutations(400)()
 
 
 def test_import_onnx_survives_random_models():
-    _fuzz_random_models(250)()
+    _fuzz_random_models(600)()
 
 
 def test_irz_loader_survives_byte_mutations():
-    _fuzz_irz_bytes(150)()
+    _fuzz_irz_bytes(300)()
 
 
 def test_irz_loader_survives_header_rewrites():
-    _fuzz_irz_header(200)()
+    _fuzz_irz_header(400)()
 
 
 @pytest.fixture(scope="module")
@@ -1152,7 +1165,7 @@ def cli_folder(tmp_path_factory):
 
 
 def test_cli_survives_random_argv(cli_folder):
-    _fuzz_cli(250, lambda: cli_folder)()
+    _fuzz_cli(400, lambda: cli_folder)()
 
 
 def test_time_limit_stops_a_hang():
@@ -1235,10 +1248,6 @@ def test_regression_shrink_on_integers_matches_onnx():
     np.testing.assert_array_equal(irtool.run(irtool.import_onnx(model), {"x": x})[0], expected)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (frontends/onnx_import.py _unsupported_message; found by the mutated-bytes fuzzer): an op type "
-    "that is not valid UTF-8 comes back from protobuf as bytes; with another unsupported op of the same "
-    "count, sorting the report compares bytes with str and import_onnx raises TypeError, not UnsupportedError"))
 def test_regression_non_utf8_op_type_is_a_typed_error():
     from onnx import TensorProto, helper
     nodes = [helper.make_node("Xyzw", ["x"], ["t0"]), helper.make_node("Abcd", ["t0"], ["t1"])]
@@ -1250,11 +1259,6 @@ def test_regression_non_utf8_op_type_is_a_typed_error():
         irtool.import_onnx(data)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (ir/builder.py Builder.add_node / ir/opdef.py: no input-count check; found by the .irz header "
-    "fuzzer): a binary op accepts three inputs and a unary op two. A tampered .irz (checksums recomputed) "
-    "loads such a node; numpy's maximum(a, b, c) then treats c as its `out` argument. The numpy runtime now "
-    "passes read-only views, so it fails instead of overwriting a param, but the graph should never build"))
 @pytest.mark.parametrize("op,arity", [("maximum", 3), ("add", 1), ("exp", 2)])
 def test_regression_builder_checks_the_number_of_inputs(op, arity):
     b = irtool.Builder("arity")

@@ -110,44 +110,62 @@ class ExternalData:
 
 
 def _export_external(graph, path, opset, optimize):
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    data_name = os.path.basename(path) + ".data"
-    tmpdir = tempfile.mkdtemp(prefix=".irtool-", dir=folder)
-    try:
-        tmp = os.path.join(tmpdir, os.path.basename(path))
+    box = {}
+
+    def save(tmp, data_name, tmpdir):
         with open(os.path.join(tmpdir, data_name), "wb") as f:
-            model = to_model(graph, opset, optimize, external=ExternalData(f, data_name))
-        onnx.save_model(model, tmp)
-        os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
-        os.replace(tmp, path)
-    except OSError as e:
-        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        for f in os.listdir(tmpdir):
-            os.unlink(os.path.join(tmpdir, f))
-        os.rmdir(tmpdir)
-    return model
+            box["model"] = to_model(graph, opset, optimize, external=ExternalData(f, data_name))
+        onnx.save_model(box["model"], tmp)
+    _atomic_model_write(path, save)
+    return box["model"]
 
 
 def write_model(model, path):
     """Atomic write: temp files in the target folder, then rename. Models past
     EXTERNAL_DATA_THRESHOLD keep tensors in `<file>.data` beside the model."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
-    tmpdir = tempfile.mkdtemp(prefix=".irtool-", dir=folder)
-    try:
-        tmp = os.path.join(tmpdir, os.path.basename(path))
-        data_name = os.path.basename(path) + ".data"
+
+    def save(tmp, data_name, tmpdir):
         if big:
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
-            if os.path.exists(os.path.join(tmpdir, data_name)):
-                os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
         else:
             onnx.save_model(model, tmp)
-        os.replace(tmp, path)
+    _atomic_model_write(path, save)
+
+
+def _atomic_model_write(path, save):
+    """Run save(tmp_model, data_name, tmpdir) in a temp folder beside `path`,
+    then move the files into place: the data file first (the old one kept
+    aside), the model last; if the model cannot be moved, the old data file is
+    put back, so an existing model and its weights never go out of step."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    data_name = os.path.basename(path) + ".data"
+    target_data = os.path.join(folder, data_name)
+    try:
+        tmpdir = tempfile.mkdtemp(prefix=".irtool-", dir=folder)
+    except OSError as e:
+        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        tmp = os.path.join(tmpdir, os.path.basename(path))
+        save(tmp, data_name, tmpdir)
+        new_data = os.path.join(tmpdir, data_name)
+        backup = os.path.join(tmpdir, "previous.data")
+        moved = False
+        if os.path.exists(new_data):
+            if os.path.exists(target_data):
+                os.replace(target_data, backup)
+            os.replace(new_data, target_data)
+            moved = True
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(backup):
+                os.replace(backup, target_data)      # the old model's weights, back in place
+            elif moved:
+                os.unlink(target_data)               # ours, just moved in: no model refers to it
+            raise
     except OSError as e:
         raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
     finally:

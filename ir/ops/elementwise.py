@@ -13,7 +13,7 @@ from irtool.errors import IRTypeError
 from irtool.ir.dtypes import check_dtype
 from irtool.ir.graph import TensorType
 from irtool.ir.opdef import OpDef, Sample, register
-from irtool.ir.ops.infer import broadcast_binary, compare_binary, float_unary, same_dtype
+from irtool.ir.ops.infer import arity, broadcast_binary, compare_binary, float_unary, same_dtype
 from irtool.ir.ops.sampling import bools, ints, positive, rand
 from irtool.ir.shapes import broadcast
 
@@ -81,6 +81,7 @@ def _zeros(b, like):
 # -- type rules -----------------------------------------------------------------
 
 def numeric_unary(types, attrs):
+    arity(types, 1)
     if types[0].dtype == "bool":
         raise IRTypeError("needs a numeric input, got bool")
     return [types[0]]
@@ -94,6 +95,7 @@ def numeric_binary(types, attrs):
 
 
 def bool_unary(types, attrs):
+    arity(types, 1)
     if types[0].dtype != "bool":
         raise IRTypeError(f"needs a bool input, got {types[0].dtype}")
     return [types[0]]

@@ -13,23 +13,33 @@ def same_dtype(types, what="inputs"):
     return types[0].dtype
 
 
+def arity(types, n):
+    """Check the input count (a tampered file or a wrong call must not build)."""
+    if len(types) != n:
+        raise IRTypeError(f"takes {n} input{'s' if n != 1 else ''}, got {len(types)}")
+
+
 def unary(types, attrs):
     """Same type as the single input."""
+    arity(types, 1)
     return [types[0]]
 
 
 def float_unary(types, attrs):
+    arity(types, 1)
     if not is_float(types[0].dtype):
         raise IRTypeError(f"needs a float input ({', '.join(FLOATS)}), got {types[0].dtype}")
     return [types[0]]
 
 
 def broadcast_binary(types, attrs):
-    """numpy-style broadcasting of inputs that share one dtype."""
+    """numpy-style broadcasting of two inputs that share one dtype."""
+    arity(types, 2)
     return [TensorType(same_dtype(types), broadcast(*(t.shape for t in types)))]
 
 
 def compare_binary(types, attrs):
+    arity(types, 2)
     same_dtype(types)
     return [TensorType("bool", broadcast(*(t.shape for t in types)))]
 

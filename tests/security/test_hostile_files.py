@@ -13,35 +13,16 @@ import sys
 
 import pytest
 
-from irtool import sources
 from irtool.errors import IRToolError
 from tests.security import corpus
 
-PLANNED = getattr(sources, "PLANNED", {})          # formats recognised but not read yet
-KERAS_NOT_WIRED = pytest.mark.xfail(".keras" in PLANNED, strict=False, reason="keras loading not wired yet")
-H5_NOT_WIRED = pytest.mark.xfail(".h5" in PLANNED, strict=False, reason="keras loading not wired yet")
-
 # bugs in files this module's owner may not edit: each is a strict xfail, listed in the report
-BUGS = {
-    "onnx_ext_hardlink": "BUG: frontends/onnx_import.py reads external data through a hard link to a file "
-                         "outside the model's folder (st_nlink > 1 is not refused)",
-    "onnx_ext_nul_byte_in_location": "BUG: frontends/onnx_import.py: a NUL byte in an external data location "
-                                     "raises ValueError from os.lstat instead of FileFormatError",
-}
+BUGS = {}
 
 
 def _marks(name, message=True):
-    """xfail marks of a case. Keras cases are refused today because Keras files are
-    not read at all: tests of the refusal *message* wait for the loader, tests
-    that nothing ran and nothing was written hold already and must keep holding."""
-    marks = []
-    if name.startswith("keras_") and message:
-        marks.append(KERAS_NOT_WIRED)
-    if name.startswith("h5_") and message:
-        marks.append(H5_NOT_WIRED)
-    if name in BUGS:
-        marks.append(pytest.mark.xfail(strict=True, reason=BUGS[name]))
-    return marks
+    """xfail marks of a case: strict ones for known bugs (BUGS)."""
+    return [pytest.mark.xfail(strict=True, reason=BUGS[name])] if name in BUGS else []
 
 
 def _params(names, message=True):
@@ -114,13 +95,7 @@ def test_cli_refuses_in_process(name, tmp_path, capsys):
     assert err.startswith("irtool: error:") and "Traceback" not in err, err
 
 
-MULTILINE = "BUG: frontends/torch_files.py load_pt2 puts torch's whole multi-line UnpicklingError text in " \
-            "the refusal (use _first_line(e)), so the CLI error spans several lines"
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n) + (
-    [pytest.mark.xfail(strict=True, reason=MULTILINE)] if n.startswith("pt2_") else []), id=n)
-    for n in corpus.NAMES])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n), id=n) for n in corpus.NAMES])
 def test_cli_error_is_one_clear_line(name, tmp_path, capsys):
     h = _build(name, tmp_path)
     code = _cli_in_process(h)
@@ -136,20 +111,9 @@ SUBPROCESS = ["pt_reduce_os_system", "pt_torchscript_archive", "pt2_pickled_weig
               "onnx_ext_symlink_parent_dir", "onnx_ext_hardlink", "irz_tensor_claims_impossible_shape"]
 
 
-TF_NOISE = ("BUG: irtool/sources.py (or frontends/tf_files.py) imports TensorFlow without silencing its C++ "
-            "startup logging (absl 'WARNING: All log messages before absl::InitializeLog()...', oneDNN notices): "
-            "`irtool convert x.keras` prints several stderr lines before its one-line error. Set "
-            "TF_CPP_MIN_LOG_LEVEL=3 (and TF_ENABLE_ONEDNN_OPTS=0, or send fd 2 to /dev/null) around the import")
-
-
 def _program_params():
     for n in SUBPROCESS:
-        marks = _marks(n)
-        if n.startswith(("keras_", "h5_")) and not PLANNED:
-            marks.append(pytest.mark.xfail(strict=True, reason=TF_NOISE))
-        if n.startswith("pt2_"):
-            marks.append(pytest.mark.xfail(strict=True, reason=MULTILINE))
-        yield pytest.param(n, marks=marks, id=n)
+        yield pytest.param(n, marks=_marks(n), id=n)
 
 
 @pytest.mark.parametrize("name", list(_program_params()))
