@@ -8,7 +8,6 @@ can write `b.mul(g, 0.5)` without dtype promotion surprises.
 import itertools
 import os
 import sys
-import traceback
 
 import numpy as np
 

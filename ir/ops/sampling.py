@@ -1,7 +1,4 @@
 """Helpers that make sample inputs for the generated op tests."""
-import numpy as np
-
-from irtool.ir.opdef import Sample  # noqa: F401  (re-exported for op modules)
 
 
 def rand(rng, *shape, dtype="float32", low=-2.0, high=2.0):
