@@ -59,3 +59,30 @@ def finite_difference(graph, arrays, index, eps=1e-6):
         flat[j] = old
         gf[j] = (hi - lo) / (2 * eps)
     return g
+
+
+def float_inputs(op, arrays):
+    """Positions of the inputs gradients flow to: float, not declared non-differentiable."""
+    return [i for i, a in enumerate(arrays)
+            if is_float(check_dtype(np.asarray(a).dtype)) and i not in op.nondiff_inputs]
+
+
+def op_cases():
+    """pytest params (op, sample) for every sample of every registered op."""
+    import pytest
+
+    from irtool.ir.opdef import REGISTRY
+    cases = []
+    for name in sorted(REGISTRY):
+        op = REGISTRY[name]
+        if op.samples is None:
+            continue
+        for i, s in enumerate(op.samples(np.random.default_rng(0))):
+            cases.append(pytest.param(op, s, id=f"{name}-{i}"))
+    return cases
+
+
+def grad_cases(cases):
+    """The cases whose op and sample take gradients."""
+    return [p for p in cases
+            if p.values[0].differentiable and p.values[1].grad and float_inputs(p.values[0], p.values[1].inputs)]

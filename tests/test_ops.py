@@ -9,37 +9,16 @@ import numpy as np
 import pytest
 
 import irtool
-from irtool.ir.dtypes import check_dtype, is_float
-from irtool.ir.opdef import REGISTRY
+from irtool.ir.dtypes import check_dtype
 from irtool.ir.transform import decompose
-from tests.op_harness import finite_difference, loss_graph, single_op_graph
+from tests.op_harness import finite_difference, float_inputs, grad_cases, loss_graph, op_cases, single_op_graph
 from tests.oracles import ORACLES
 
 torch = pytest.importorskip("torch")
 
 
-def _cases():
-    for name in sorted(REGISTRY):
-        op = REGISTRY[name]
-        if op.samples is None:
-            continue
-        for i, s in enumerate(op.samples(np.random.default_rng(0))):
-            yield pytest.param(op, s, id=f"{name}-{i}")
-
-
-CASES = list(_cases())
-
-
-def _grad_cases():
-    for p in CASES:
-        op, s = p.values
-        floats = [i for i, a in enumerate(s.inputs)
-                  if is_float(check_dtype(np.asarray(a).dtype)) and i not in op.nondiff_inputs]
-        if op.differentiable and s.grad and floats:
-            yield p
-
-
-GRAD_CASES = list(_grad_cases())
+CASES = op_cases()
+GRAD_CASES = grad_cases(CASES)
 
 
 def _as_tuple(x):
@@ -84,17 +63,13 @@ def test_decomposition_matches_kernel(op, sample):
                                    rtol=1.3e-6, atol=1e-5)
 
 
-def _float_inputs(op, arrays):
-    return [i for i, a in enumerate(arrays) if is_float(check_dtype(a.dtype)) and i not in op.nondiff_inputs]
-
-
 @pytest.mark.parametrize("op,sample", GRAD_CASES)
 def test_vjp_matches_finite_differences(op, sample):
     if not sample.finite_differences:
         pytest.skip("this gradient is a convention, not a derivative (checked against torch.autograd)")
     graph, arrays = single_op_graph(op, sample, cast64=True)
     loss, _ = loss_graph(graph, np.random.default_rng(1))
-    idx = _float_inputs(op, arrays)
+    idx = float_inputs(op, arrays)
     g = irtool.grad(loss, wrt=[loss.inputs[i].name for i in idx])
     irtool.verify(g)
     got = irtool.run(g, arrays)[1:]
@@ -111,7 +86,7 @@ def test_vjp_matches_torch_autograd(op, sample):
         pytest.fail(f"no oracle for op {op.name!r}")
     graph, arrays = single_op_graph(op, sample, cast64=True)
     loss, cots = loss_graph(graph, np.random.default_rng(1))
-    idx = _float_inputs(op, arrays)
+    idx = float_inputs(op, arrays)
     ours = irtool.run(irtool.grad(loss, wrt=[loss.inputs[i].name for i in idx]), arrays)[1:]
     ts = [torch.from_numpy(a.copy()) for a in arrays]
     for i in idx:

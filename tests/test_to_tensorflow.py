@@ -19,7 +19,7 @@ import irtool  # noqa: E402
 from irtool.errors import UnsupportedError  # noqa: E402
 from irtool.ir.dtypes import check_dtype, is_float, np_dtype  # noqa: E402
 from irtool.ir.opdef import REGISTRY  # noqa: E402
-from tests.op_harness import loss_graph, single_op_graph  # noqa: E402
+from tests.op_harness import float_inputs, grad_cases, loss_graph, op_cases, single_op_graph  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 from irtool.exporters.optimize import optimize  # noqa: E402
@@ -40,25 +40,8 @@ MODEL_FWD = dict(rtol=1e-4, atol=1e-5)    # float32 through different op orders 
 MODEL_GRAD = dict(rtol=1e-3, atol=1e-4)
 
 
-def _cases():
-    for name in sorted(REGISTRY):
-        op = REGISTRY[name]
-        if op.samples is None:
-            continue
-        for i, s in enumerate(op.samples(np.random.default_rng(0))):
-            yield pytest.param(op, s, id=f"{name}-{i}")
-
-
-CASES = list(_cases())
-
-
-def _float_inputs(op, arrays):
-    return [i for i, a in enumerate(arrays) if is_float(check_dtype(a.dtype)) and i not in op.nondiff_inputs]
-
-
-GRAD_CASES = [p for p in CASES
-              if p.values[0].differentiable and p.values[1].grad
-              and _float_inputs(p.values[0], [np.asarray(a) for a in p.values[1].inputs])]
+CASES = op_cases()
+GRAD_CASES = grad_cases(CASES)
 
 
 def _tuple(out):
@@ -105,7 +88,7 @@ def test_forward_matches_numpy_runtime(op, sample):
 def test_gradient_tape_matches_irtool_grad(op, sample):
     graph, arrays = single_op_graph(op, sample, cast64=True)
     loss, cots = loss_graph(graph, np.random.default_rng(1))
-    idx = _float_inputs(op, arrays)
+    idx = float_inputs(op, arrays)
     ours = irtool.run(irtool.grad(loss, wrt=[loss.inputs[i].name for i in idx]), arrays)[1:]
     module = to_tensorflow(graph)
     ts = [tf.constant(a) for a in arrays]
@@ -128,7 +111,7 @@ LAYOUT_OPS = ("conv", "conv_transpose", "max_pool", "avg_pool", "max_pool_backwa
 def test_float32_gradients_of_convolutions_and_pools(op, sample):
     graph, arrays = single_op_graph(op, sample)
     loss, cots = loss_graph(graph, np.random.default_rng(1))
-    idx = _float_inputs(op, arrays)
+    idx = float_inputs(op, arrays)
     ours = irtool.run(irtool.grad(loss, wrt=[loss.inputs[i].name for i in idx]), arrays)[1:]
     ts = [tf.constant(a) for a in arrays]
     with tf.GradientTape() as tape:

@@ -16,9 +16,8 @@ import pytest
 import irtool
 from irtool.frontends.torch_files import flatten_outputs
 from irtool.errors import IRTypeError, RuntimeFailure, UnsupportedError
-from irtool.ir.dtypes import check_dtype, is_float
 from irtool.ir.opdef import REGISTRY
-from tests.op_harness import loss_graph, single_op_graph
+from tests.op_harness import float_inputs, grad_cases, loss_graph, op_cases, single_op_graph
 
 torch = pytest.importorskip("torch")
 from irtool.exporters.torch import (LOWERINGS, dynamic_shapes_for, export_program,  # noqa: E402
@@ -29,25 +28,8 @@ from tests.torch_zoo import ZOO, build  # noqa: E402
 FWD = dict(rtol=1e-4, atol=1e-5)     # float32 through different op orders (as tests/test_torch_frontend.py)
 
 
-def _cases():
-    for name in sorted(REGISTRY):
-        op = REGISTRY[name]
-        if op.samples is None:
-            continue
-        for i, s in enumerate(op.samples(np.random.default_rng(0))):
-            yield pytest.param(op, s, id=f"{name}-{i}")
-
-
-CASES = list(_cases())
-
-
-def _float_inputs(op, arrays):
-    return [i for i, a in enumerate(arrays) if is_float(check_dtype(a.dtype)) and i not in op.nondiff_inputs]
-
-
-GRAD_CASES = [p for p in CASES
-              if p.values[0].differentiable and p.values[1].grad
-              and _float_inputs(p.values[0], [np.asarray(a) for a in p.values[1].inputs])]
+CASES = op_cases()
+GRAD_CASES = grad_cases(CASES)
 
 
 def _tuple(out):
@@ -79,7 +61,7 @@ def test_forward_matches_numpy_runtime(op, sample):
 def test_autograd_matches_irtool_grad(op, sample):
     graph, arrays = single_op_graph(op, sample, cast64=True)
     loss, cots = loss_graph(graph, np.random.default_rng(1))
-    idx = _float_inputs(op, arrays)
+    idx = float_inputs(op, arrays)
     ours = irtool.run(irtool.grad(loss, wrt=[loss.inputs[i].name for i in idx]), arrays)[1:]
     ts = [from_numpy(a) for a in arrays]
     for i in idx:

@@ -298,37 +298,9 @@ def _take_range(x, axis, lo, hi, step):
     return tf.reverse(y, [axis]) if step < 0 else y
 
 
-def _slice_plan(x_type, attrs):
-    """One (axis, kind, data) per sliced axis, fixed at build time (as the torch
-    exporter's): "range" data is (lo, hi, step): take lo..hi ascending by
-    |step|, reversed when step < 0; bounds counted from the end stay negative,
-    so a symbolic axis size is never needed. "symbolic" data is the position
-    of a symbolic start/end pair in the attrs, read once resolved."""
-    plan = []
-    for i, (axis, start, end, step) in enumerate(sops.slice_axes(x_type.rank, attrs)):
-        spec = sops.slice_dim(x_type.shape[axis], start, end, step)
-        kind, n = spec[0], spec[1]
-        if kind == "symbolic":
-            plan.append((axis, "symbolic", i))
-        elif isinstance(n, int) and n == 0:
-            plan.append((axis, "empty", None))
-        elif kind == "static":
-            lo = spec[2]
-            plan.append((axis, "range", (lo, lo + (n - 1) * abs(step) + 1, step)))
-        elif kind == "pad":
-            lo, hi = spec[2], spec[3]
-            plan.append((axis, "range", (lo, -hi if hi else None, step)))
-        else:                               # "index": n static, first + i*step, on one side
-            first = spec[2]
-            last = first + (n - 1) * step
-            low, high = min(first, last), max(first, last)
-            plan.append((axis, "range", (low, high + 1 if high != -1 else None, step)))
-    return plan
-
-
 @per_node
 def _slice(node):
-    plan = _slice_plan(node.inputs[0].type, node.attrs)
+    plan = sops.slice_plan(node.inputs[0].type, node.attrs)
 
     def lower(x, starts, ends, axes=None, steps=None):
         for axis, kind, data in plan:

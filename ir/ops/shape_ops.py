@@ -388,6 +388,34 @@ def _symbolic_slice_dim(start, end, step):
     return ("symbolic", canon(f"({end}-{start})"), start, end)
 
 
+def slice_plan(x_type, attrs):
+    """One (axis, kind, data) per sliced axis, fixed at build time. "range"
+    data is (lo, hi, step): take lo..hi ascending by |step|, flipped when
+    step < 0 (bounds counted from the end stay negative, so a symbolic axis
+    size is never needed). "symbolic" data is the position of a symbolic
+    start/end pair in the attrs, read once resolved at call time."""
+    plan = []
+    for i, (axis, start, end, step) in enumerate(slice_axes(x_type.rank, attrs)):
+        spec = slice_dim(x_type.shape[axis], start, end, step)
+        kind, n = spec[0], spec[1]
+        if kind == "symbolic":
+            plan.append((axis, "symbolic", i))
+        elif isinstance(n, int) and n == 0:
+            plan.append((axis, "empty", None))
+        elif kind == "static":              # lowest index lo, n elements
+            lo = spec[2]
+            plan.append((axis, "range", (lo, lo + (n - 1) * abs(step) + 1, step)))
+        elif kind == "pad":                 # |step| 1: drop lo in front and hi at the end
+            lo, hi = spec[2], spec[3]
+            plan.append((axis, "range", (lo, -hi if hi else None, step)))
+        else:                               # "index": n static, first + i*step, on one side
+            first = spec[2]
+            last = first + (n - 1) * step
+            low, high = min(first, last), max(first, last)
+            plan.append((axis, "range", (low, high + 1 if high != -1 else None, step)))
+    return plan
+
+
 def _slice_infer(types, attrs):
     x = types[0]
     shape = list(x.shape)
