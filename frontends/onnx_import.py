@@ -374,22 +374,24 @@ def _sym_div(a, c):
 
 
 def _sym_add(a, c):
+    from irtool.ir.ops.shape_ops import offset_dim
     if isinstance(a, int) and isinstance(c, int):
         return a + c
-    if a == 0:
-        return c
-    if c == 0:
-        return a
+    if isinstance(c, int):
+        return offset_dim(a, c)         # "(seq+1)": an offset the IR can evaluate
+    if isinstance(a, int):
+        return offset_dim(c, a)
     return None
 
 
 def _sym_sub(a, c):
+    from irtool.ir.ops.shape_ops import offset_dim
     if isinstance(a, int) and isinstance(c, int):
         return a - c
-    if c == 0:
-        return a
     if a == c:
         return 0
+    if isinstance(c, int):
+        return offset_dim(a, -c)
     return None
 
 

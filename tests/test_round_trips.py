@@ -138,15 +138,12 @@ _LOOP = "tf2onnx writes the Keras GRU as an ONNX Loop; the importer does not unr
 _ERFC = "tf2onnx writes gelu as an Erfc node, which is not an ONNX op (its file is invalid)"
 _PAD = ("ONNX has no padding_idx: through ONNX the embedding's padding row gets a gradient, which torch "
         "withholds (forward and input gradients still match)")
-_GPT2 = ("the importer cannot evaluate the slice end GPT-2's position ids need ((seq + k) read from an "
-         "input's shape) at import time")
 _GPT2_PEER = "torch.onnx.export(dynamo=False) cannot call GPT2Model with our inputs (use_cache passed twice)"
 KNOWN_GAPS = {
     ("keras", "gru", "peer-onnx->torch"): _LOOP, ("keras", "gru", "peer-onnx->tensorflow"): _LOOP,
     ("keras", "activations", "peer-onnx->torch"): _ERFC, ("keras", "activations", "peer-onnx->tensorflow"): _ERFC,
     ("torch", "bert", "onnx->torch"): _PAD, ("torch", "bert", "onnx->tensorflow"): _PAD,
     ("torch", "bert", "peer-onnx->torch"): _PAD, ("torch", "bert", "peer-onnx->tensorflow"): _PAD,
-    ("torch", "gpt2", "onnx->torch"): _GPT2, ("torch", "gpt2", "onnx->tensorflow"): _GPT2,
     ("torch", "gpt2", "peer-onnx->torch"): _GPT2_PEER, ("torch", "gpt2", "peer-onnx->tensorflow"): _GPT2_PEER,
 }
 
