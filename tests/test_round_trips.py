@@ -158,6 +158,8 @@ def _cases(source, names):
 
 @pytest.mark.parametrize("name,hop", list(_cases("torch", TORCH_MODELS)))
 def test_torch_source(name, hop):
+    if torch_zoo.ZOO[name][3]:
+        pytest.importorskip("transformers")
     model, inputs, dyn = torch_zoo.build(name)
     torch.manual_seed(1)
     arrays = [t.numpy() for t in inputs(3, 5)]

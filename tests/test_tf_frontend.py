@@ -154,8 +154,9 @@ def test_nhwc_models_need_no_more_transposes_than_tf2onnx(traced, name):
 
 
 def test_inputs_as_nchw_removes_the_boundary_transposes(traced):
-    model, inputs, _ = traced("mobilenetv2")
-    graph = trace_tf(model, inputs_as_nchw=["input_layer"])
+    model, inputs, graph_nhwc = traced("mobilenetv2")
+    name = graph_nhwc.inputs[0].name           # Keras numbers auto-named layers per process
+    graph = trace_tf(model, inputs_as_nchw=[name])
     assert graph.inputs[0].shape == ("batch", 3, 32, 32)
     assert _transposes(irtool.export_onnx(graph)) == 0
     xs = inputs(2, np.random.default_rng(5))
