@@ -687,8 +687,6 @@ def _runnable(graph):
 # one again counts it instead of failing, so CI stays about *new* failures. (name, predicate)
 KNOWN_BUGS = [
     ("onnx_ops: Shrink on integer inputs", lambda e: isinstance(e, Mismatch) and "= Shrink[" in str(e)),
-    ("exporters/onnx: ceil_mode pools whose last window starts in the padding fail in onnxruntime",
-     lambda e: "attempting to re-use buffer" in str(e)),
 ]
 KNOWN_HITS = {}
 
@@ -1184,13 +1182,6 @@ def _ort_session(model):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (exporters/onnx pool lowering; fuzz seeds 2421, 4390, 5020, 7949): a ceil_mode max_pool whose last "
-    "window would start in the padding (x[1,2,5,5], kernel 2, stride 2, pads 1 -> 3x3) is exported as "
-    "MaxPool(ceil_mode=1) + Slice. ONNX shape inference says MaxPool gives 4x4, onnxruntime's kernel gives "
-    "3x3; its memory planner then hands that buffer to a later 4x4 tensor (here an AveragePool) and the run "
-    "fails with 'Shape mismatch attempting to re-use buffer'. Export such pools without ceil_mode (pad the "
-    "end explicitly so floor mode gives the IR's size)"))
 @pytest.mark.parametrize("opset", [17, 21])
 def test_regression_ceil_mode_pools_in_one_graph_run_on_onnxruntime(opset):
     rng = np.random.default_rng(0)

@@ -74,10 +74,35 @@ def _needs_slice(node):
     return node.attrs.get("ceil_mode", False) and tuple(naive) != _pool_shape(node)[2:]
 
 
+def _floor_mode_pads(node, attrs):
+    """End pads that give torch's ceil_mode output size in floor mode, or None.
+    Choosing the end padding so floor mode yields exactly torch's windows
+    reproduces ceil_mode; for max pooling (and averages that do not count
+    padding) the padding itself never changes a value.
+    Keeping ceil_mode off avoids the size onnxruntime and ONNX shape
+    inference disagree on (its memory planner then reuses buffers wrongly)."""
+    if node.op is ops.AVG_POOL and node.attrs.get("count_include_pad", False):
+        return None
+    x = node.inputs[0]
+    nd = x.rank - 2
+    kernel, strides, pads, dil = ops.pool_params(node.attrs, nd)
+    out = _pool_shape(node)[2:]
+    new = list(pads)
+    for a in range(nd):
+        end = (out[a] - 1) * strides[a] + dil[a] * (kernel[a] - 1) + 1 - x.shape[2 + a] - pads[a]
+        if end < 0 or end >= kernel[a]:
+            return None                  # onnxruntime wants every pad below the kernel size
+        new[nd + a] = end
+    return new
+
+
 def _pool(ctx, node, op_type, outputs, **attrs):
     """Emit a pool node, slicing each output to the IR's size when needed."""
     if not _needs_slice(node):
         return ctx.emit(op_type, [node.inputs[0]], outputs, **attrs)
+    pads = _floor_mode_pads(node, attrs)
+    if pads is not None:
+        return ctx.emit(op_type, [node.inputs[0]], outputs, **dict(attrs, pads=pads, ceil_mode=0))
     outs = ctx.emit(op_type, [node.inputs[0]], len(outputs) if isinstance(outputs, list) else outputs, **attrs)
     outs = [outs] if isinstance(outs, str) else outs
     sizes = list(_pool_shape(node)[2:])
