@@ -17,6 +17,7 @@ reported (tests/test_fuzz.py KNOWN_BUGS, each with a strict-xfail regression
 test) are counted, not reported. Exit status 1 when anything new turned up.
 """
 import argparse
+import concurrent.futures
 import multiprocessing
 import os
 import sys
@@ -47,14 +48,28 @@ def _graph_chunk(seeds):
     return counts, found, dict(F.KNOWN_HITS)
 
 
+def _pool(jobs):
+    # a worker that dies (onnxruntime has segfaulted on odd models) breaks the pool
+    # instead of hanging it, and the run reports the crash
+    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
 def run_graphs(start, n, jobs):
     seeds = list(range(start, start + n))
     chunk = max(1, min(250, n // (jobs * 4) or 1))
     chunks = [seeds[i:i + chunk] for i in range(0, n, chunk)]
     totals, found, known = {}, [], {}
     done = 0
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        for counts, f, k in pool.imap_unordered(_graph_chunk, chunks):
+    with _pool(jobs) as pool:
+        futures = {pool.submit(_graph_chunk, c): c for c in chunks}
+        for fut in concurrent.futures.as_completed(futures):
+            try:
+                counts, f, k = fut.result()
+            except Exception as e:  # noqa: BLE001 - a crashed worker: report the seeds it had
+                c = futures[fut]
+                found.append(f"seeds {c[0]}..{c[-1]}: worker died ({type(e).__name__}: {e}); rerun them "
+                             f"with --jobs 1 under python -X faulthandler")
+                continue
             for key, v in counts.items():
                 totals[key] = totals.get(key, 0) + v
             for key, v in k.items():
@@ -66,7 +81,8 @@ def run_graphs(start, n, jobs):
 
 
 def _hypothesis_target(args):
-    name, n, seed = args
+    name, n, seed, last = args
+    os.environ["IRTOOL_FUZZ_LAST"] = last          # the model handed to onnxruntime last
     warnings.simplefilter("ignore")
     import hypothesis
 
@@ -115,9 +131,17 @@ def main(argv=None):
     if others:
         print(f"hypothesis targets {', '.join(others)}: {args.examples} examples each, seed {seed}",
               file=sys.stderr)
-        with multiprocessing.get_context("spawn").Pool(min(args.jobs, len(others))) as pool:
-            for name, counts, found, k in pool.imap_unordered(_hypothesis_target,
-                                                              [(t, args.examples, seed) for t in others]):
+        folder = tempfile.mkdtemp(prefix="irtool-fuzz-")
+        with _pool(min(args.jobs, len(others))) as pool:
+            futures = {pool.submit(_hypothesis_target, (t, args.examples, seed, os.path.join(folder, t + ".onnx"))): t
+                       for t in others}
+            for fut in concurrent.futures.as_completed(futures):
+                try:
+                    name, counts, found, k = fut.result()
+                except Exception as e:  # noqa: BLE001 - a crashed worker
+                    name, counts, k = futures[fut], {"examples": args.examples}, {}
+                    found = [f"worker died ({type(e).__name__}: {e}); the last model given to onnxruntime "
+                             f"(if any) is {os.path.join(folder, name + '.onnx')}"]
                 print(f"{name}: {counts['examples']} examples, {'FAILED' if found else 'ok'}")
                 new += [(name, f) for f in found]
                 for key, v in k.items():

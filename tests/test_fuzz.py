@@ -687,6 +687,9 @@ def _runnable(graph):
 # one again counts it instead of failing, so CI stays about *new* failures. (name, predicate)
 KNOWN_BUGS = [
     ("onnx_ops: Shrink on integer inputs", lambda e: isinstance(e, Mismatch) and "= Shrink[" in str(e)),
+    ("onnx_ops: Celu with alpha = -0.0", lambda e: isinstance(e, Mismatch) and "= Celu[alpha = -0]" in str(e)),
+    ("onnx_import: an external-data location that is not UTF-8 (tests/security onnx_ext_non_utf8_location)",
+     lambda e: isinstance(e, TypeError) and ("bytes-like object" in str(e))),
 ]
 KNOWN_HITS = {}
 
@@ -817,6 +820,7 @@ def random_onnx_models(draw):
 
 
 ORT_CRASHES_ON_OMITTED = {"Sum", "Max", "Min", "Mean", "Concat"}
+# onnxruntime 1.32 also segfaults on LayerNormalization with a stash_type other than FLOAT (1)
 FLAG_ATTRS = {"keepdims", "ceil_mode", "count_include_pad", "exclusive", "reverse", "largest", "sorted",
               "select_last_index", "noop_with_empty_axes", "transA", "transB", "upper", "detect_negative",
               "detect_positive", "training_mode", "allowzero", "fmod", "saturate"}
@@ -846,10 +850,15 @@ def check_random_model(model, feeds, limit=20):
             return "imported"
         if any(n.op_type in ORT_CRASHES_ON_OMITTED and "" in n.input for n in model.graph.node):
             return "ran"          # onnxruntime 1.32 segfaults on Sum(x, "") and friends: not irtool's to test
+        if any(a.name == "stash_type" and a.i != 1 for n in model.graph.node for a in n.attribute):
+            return "ran"
         if _invalid_flags(model):
             return "ran"          # e.g. keepdims=-1: out of the spec's domain, compared only for typed errors
         if any(a.size == 0 for a in feeds.values()) or any(0 in t.dims for t in model.graph.initializer):
             return "ran"          # reductions of empty tensors: the spec leaves their values open
+        if os.environ.get("IRTOOL_FUZZ_LAST"):          # scripts/fuzz.py: what to look at after a crash
+            with open(os.environ["IRTOOL_FUZZ_LAST"], "wb") as f:
+                f.write(model.SerializeToString())
         try:
             opts = ort.SessionOptions()
             opts.log_severity_level = 4
@@ -1273,3 +1282,24 @@ def test_regression_kernels_cannot_write_into_params_or_inputs():
     with pytest.raises(RuntimeFailure):
         irtool.run(b.build([y]), [x0])
     assert not b.build([y]).params["w"].data.any() and (x0 == 1).all()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "MINOR (frontends/onnx_ops.py Celu; random-model fuzzer, seed 6): with the degenerate alpha = -0.0 the "
+    "ONNX reference and onnxruntime give x for x > 0 (expm1(x / -0.0) = -1, times -0.0 is 0); irtool's "
+    "formula gives NaN. Either refuse alpha == 0 with a typed error or follow the reference"))
+def test_regression_celu_with_negative_zero_alpha():
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+    x = np.array([-2.0, -0.5, 0.0, 0.8], np.float32)
+    g = helper.make_graph([helper.make_node("Celu", ["x"], ["y"], alpha=-0.0)], "celu",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    try:
+        graph = irtool.import_onnx(model)
+    except IRToolError:
+        return                                  # refusing the degenerate attribute is fine too
+    with np.errstate(all="ignore"):
+        expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(irtool.run(graph, [x])[0], expected)

@@ -637,6 +637,17 @@ def _(root):
     return _onnx_case(root, onnx_model("weights.bin\x00.txt"), ("location",))
 
 
+@case("onnx_ext_non_utf8_location", "onnx")
+def _(root):
+    """The location is not UTF-8 (protobuf hands it over as bytes); a file of
+    that (byte) name exists, so only the name can be the reason to refuse."""
+    (root / "model").mkdir()
+    with open(os.fsencode(root / "model") + b"/w\xffyz.bin", "wb") as f:
+        f.write(np.arange(6, dtype=np.float32).tobytes())
+    data = onnx_model("wxyz.bin").SerializeToString().replace(b"wxyz", b"w\xffyz")
+    return _onnx_case(root, data, ("location", "utf-8", "external data"))
+
+
 @case("onnx_ext_offset_past_end", "onnx")
 def _(root):
     (root / "model").mkdir()
