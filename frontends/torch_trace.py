@@ -1,8 +1,10 @@
-"""PyTorch -> IR, through torch.export with core ATen decompositions.
+"""PyTorch -> IR, through torch.export.
 
-`trace(module, example_inputs, dynamic_shapes=None)` exports the module,
-runs the default (core ATen) decompositions and walks the FX graph once,
-mapping each ATen op through the table in frontends/aten_ops.py. Parameters
+`trace(module, example_inputs, dynamic_shapes=None)` exports the module
+and walks the FX graph once, mapping each ATen op through the table in
+frontends/aten_ops.py. The table covers the composite ops torch.export
+leaves in place (linear, conv2d, layer_norm...), so common models need no
+decomposition pass; any other model is decomposed to core ATen first. Parameters
 become trainable params and buffers frozen params, both named by their
 state_dict keys; user inputs keep the forward's argument names; SymInt
 sizes become symbolic dims named after the user's `dynamic_shapes`.
@@ -14,7 +16,7 @@ import operator
 import numpy as np
 
 from irtool.errors import IRToolError, UnsupportedError
-from irtool.frontends.aten_ops import ATEN, dim_of, torch_dtype_name
+from irtool.frontends.aten_ops import ATEN, NeedsDecomposition, dim_of, torch_dtype_name
 from irtool.ir.builder import Builder
 
 
@@ -64,10 +66,25 @@ def trace(module, example_inputs, dynamic_shapes=None, name=None):
 
 
 def from_exported_program(ep, name="model", dim_names=None):
-    import torch
+    """Translate torch.export's graph directly when the table maps every op
+    in it (no decomposition retrace: the fast path for common models);
+    otherwise decompose to core ATen first."""
+    if not _unsupported(ep.graph_module.graph):
+        try:
+            return _translate(ep, name, dim_names)
+        except NeedsDecomposition:
+            pass
     ep = ep.run_decompositions(_decomposition_table())
+    missing = _unsupported(ep.graph_module.graph)
+    if missing:
+        lines = [f"{k} (x{c}{', from ' + src if src else ''})" for k, (c, src) in sorted(missing.items())]
+        raise UnsupportedError(f"{len(missing)} unsupported ATen op(s): " + "; ".join(lines))
+    return _translate(ep, name, dim_names)
+
+
+def _translate(ep, name, dim_names):
+    import torch
     gm, sig = ep.graph_module, ep.graph_signature
-    _check_supported(gm.graph)
     kinds = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
     state = dict(ep.state_dict)
     consts = dict(getattr(ep, "constants", {}) or {})
@@ -164,16 +181,15 @@ def _op_key(target):
     return str(target).replace("aten.", "", 1) if str(target).startswith("aten.") else str(target)
 
 
-def _check_supported(graph):
+def _unsupported(graph):
+    """{op: [count, first source line]} for every op the table lacks."""
     missing = {}
     for n in graph.nodes:
         if n.op == "call_function" and n.target is not operator.getitem and _op_key(n.target) not in ATEN:
             key = _op_key(n.target)
             entry = missing.setdefault(key, [0, _source_line(n)])
             entry[0] += 1
-    if missing:
-        lines = [f"{k} (x{c}{', from ' + src if src else ''})" for k, (c, src) in sorted(missing.items())]
-        raise UnsupportedError(f"{len(missing)} unsupported ATen op(s): " + "; ".join(lines))
+    return missing
 
 
 def _source_line(n):

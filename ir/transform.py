@@ -3,9 +3,22 @@
 `decompose(graph, supported)` expands every composite op whose op is not in
 `supported` through its `decompose` rule until only supported ops (or ops
 without a decomposition) remain; values keep their names where they can.
-Backends call it to fall back to primitives.
+Backends call it to fall back to primitives, then `require_supported` to
+reject what is left with one error that lists every missing op.
 """
+from irtool.errors import UnsupportedError
 from irtool.ir.builder import Builder
+
+
+def require_supported(graph, supported, message):
+    """Raise one UnsupportedError naming every op of `graph` not in
+    `supported`, with counts: "<message>: gelu (x2), erf (x1)"."""
+    missing = {}
+    for n in graph.nodes:
+        if n.op not in supported:
+            missing[n.op.name] = missing.get(n.op.name, 0) + 1
+    if missing:
+        raise UnsupportedError(f"{message}: " + ", ".join(f"{k} (x{v})" for k, v in missing.items()))
 
 
 def decompose(graph, supported):

@@ -10,24 +10,18 @@ views of both, so no kernel can change the caller's arrays or the params.
 """
 import numpy as np
 
-from irtool.errors import IRTypeError, RuntimeFailure, UnsupportedError
+from irtool.errors import IRTypeError, RuntimeFailure
 from irtool.ir.dtypes import np_dtype
 from irtool.ir.shapes import bind, check_bound, fmt, has_symbol, resolve
 from irtool.ir.text import node_line
-from irtool.ir.transform import decompose
+from irtool.ir.transform import decompose, require_supported
 from irtool.runtime.kernels import KERNELS
 
 
 class Plan:
     def __init__(self, graph):
         graph = decompose(graph, KERNELS)
-        missing = {}
-        for n in graph.nodes:
-            if n.op not in KERNELS:
-                missing[n.op.name] = missing.get(n.op.name, 0) + 1
-        if missing:
-            raise UnsupportedError("numpy runtime has no kernel for: " +
-                                   ", ".join(f"{k} (x{v})" for k, v in missing.items()))
+        require_supported(graph, KERNELS, "numpy runtime has no kernel for")
         slot = {}
         for v in graph.values():
             slot[v] = len(slot)

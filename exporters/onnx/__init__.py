@@ -12,12 +12,12 @@ import tempfile
 import numpy as np
 import onnx
 
-from irtool.errors import ExportError, UnsupportedError
+from irtool.errors import ExportError
 from irtool.exporters.onnx import lower_composite, lower_conv, lower_elementwise, lower_reduce, lower_shape
 from irtool.exporters.onnx.context import LoweringContext, onnx_dtype, value_info
 from irtool.ir.dtypes import check_dtype
 from irtool.exporters.optimize import optimize as optimize_graph
-from irtool.ir.transform import decompose
+from irtool.ir.transform import decompose, require_supported
 
 DEFAULT_OPSET = 18
 MIN_OPSET, MAX_OPSET = 17, 21
@@ -42,12 +42,7 @@ def to_model(graph, opset=None, optimize=True, external=None):
     graph = decompose(graph, supported)
     if optimize:
         graph = optimize_graph(graph)
-    missing = {}
-    for n in graph.nodes:
-        if n.op not in supported:
-            missing[n.op.name] = missing.get(n.op.name, 0) + 1
-    if missing:
-        raise UnsupportedError("no ONNX lowering for: " + ", ".join(f"{k} (x{v})" for k, v in missing.items()))
+    require_supported(graph, supported, "no ONNX lowering for")
     ctx = LoweringContext(graph, opset, external)
     outputs = set(graph.outputs)
     for name, p in graph.params.items():

@@ -25,14 +25,14 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from irtool.errors import RuntimeFailure, UnsupportedError
+from irtool.errors import RuntimeFailure
 from irtool.exporters.optimize import optimize
 from irtool.exporters.tensorflow.lowering import LOWERINGS, lowering_for, tf_dtype
 from irtool.ir.dtypes import is_float
 from irtool.ir.ops import shape_ops
 from irtool.ir.shapes import has_symbol, resolve
 from irtool.ir.text import node_line
-from irtool.ir.transform import decompose
+from irtool.ir.transform import decompose, require_supported
 from irtool.exporters.naming import arg_names, class_name
 
 __all__ = ["IRModule", "LOWERINGS", "to_tensorflow", "save_savedmodel", "supported_ops"]
@@ -48,13 +48,7 @@ def supported_ops():
 def to_tensorflow(graph):
     """A tf.Module computing `graph` with TF ops (see the module docs)."""
     graph = decompose(optimize(graph), supported_ops())
-    missing = {}
-    for n in graph.nodes:
-        if n.op not in LOWERINGS:
-            missing[n.op.name] = missing.get(n.op.name, 0) + 1
-    if missing:
-        raise UnsupportedError("no TensorFlow lowering for: " +
-                               ", ".join(f"{k} (x{v})" for k, v in missing.items()))
+    require_supported(graph, LOWERINGS, "no TensorFlow lowering for")
     names = arg_names([v.name for v in graph.inputs])
     signature = [tf.TensorSpec([None if isinstance(d, str) else d for d in v.shape], tf_dtype(v.dtype), name=a)
                  for v, a in zip(graph.inputs, names)]

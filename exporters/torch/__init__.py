@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from irtool.errors import ExportError, IRTypeError, RuntimeFailure, UnsupportedError
+from irtool.errors import ExportError, IRTypeError, RuntimeFailure
 from irtool.exporters.torch.lowering import CREATION, LOWERINGS, from_numpy, lowering_for, torch_dtype
 from irtool.ir.ops import shape_ops
 from irtool.ir.shapes import bind, check_bound, fmt, has_symbol, resolve
 from irtool.ir.text import node_line
-from irtool.ir.transform import decompose
+from irtool.ir.transform import decompose, require_supported
 from irtool.exporters.naming import arg_names, class_name, identifier
 
 __all__ = ["IRModule", "LOWERINGS", "to_torch", "export_program", "save_exported_program",
@@ -46,12 +46,7 @@ def supported_ops():
 def to_torch(graph):
     """An nn.Module computing `graph` with torch ops (see the module docs)."""
     graph = decompose(graph, supported_ops())
-    missing = {}
-    for n in graph.nodes:
-        if n.op not in LOWERINGS:
-            missing[n.op.name] = missing.get(n.op.name, 0) + 1
-    if missing:
-        raise UnsupportedError("no torch lowering for: " + ", ".join(f"{k} (x{v})" for k, v in missing.items()))
+    require_supported(graph, LOWERINGS, "no torch lowering for")
     names = arg_names([v.name for v in graph.inputs])
     cls = type(class_name(graph.name), (IRModule,), {"forward": _make_forward(names)})
     return cls(graph, names)
