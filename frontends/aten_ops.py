@@ -678,9 +678,7 @@ class NeedsDecomposition(Exception):
 
 
 def _linear(ctx, x, w, bias=None):
-    b = ctx.b
-    y = b.matmul(x, b.transpose(w, perm=(1, 0)))
-    return b.add(y, bias) if bias is not None else y
+    return ctx.b.linear(x, w) if bias is None else ctx.b.linear(x, w, bias)
 
 
 def _conv(ctx, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -746,7 +744,7 @@ def _softmax_int(op):
 
 
 TRAINING_IR = {
-    "linear.default": _linear,
+    "linear.default": _linear,      # the IR's own linear op (torch weight layout)
     "conv1d.default": _conv, "conv2d.default": _conv, "conv3d.default": _conv,
     "batch_norm.default": _batch_norm, "group_norm.default": _group_norm_op,
     "layer_norm.default": lambda ctx, x, shape, w=None, bias=None, eps=1e-5, cudnn_enable=True:

@@ -29,9 +29,9 @@ from irtool.frontends.torch_files import flatten_outputs  # noqa: E402
 try:                      # only the model zoo tests need torch
     import torch
 
-    from tests.torch_zoo import ZOO, build
+    from tests.torch_zoo import ZOO, build, float_outputs, loss_weights, tracer, weighted_loss
 except ImportError:       # pragma: no cover - CI installs torch
-    torch = ZOO = build = None
+    torch = ZOO = build = float_outputs = loss_weights = tracer = weighted_loss = None
 needs_torch = pytest.mark.skipif(torch is None, reason="needs torch")
 
 # torch.testing's defaults per dtype (rtol, atol)
@@ -240,17 +240,7 @@ ZOO_NAMES = ["mlp", "cnn", "lstm", "gru", "encoder", "attention", "bert", "resne
 
 @pytest.fixture(scope="module")
 def zoo():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            if ZOO[name][3]:
-                pytest.importorskip("transformers")
-            model, inputs, dyn = build(name)
-            graph = irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn)
-            cache[name] = (model, inputs, graph, to_tensorflow(graph))
-        return cache[name]
-    return get
+    return tracer(to_tensorflow)
 
 
 def _shapes(name):
@@ -264,13 +254,9 @@ def _np(args):
 def _check_variable_gradients(name, model, ours, args):
     """d loss / d every trainable variable of `ours` (a module or a reloaded
     SavedModel) equals torch.autograd's d loss / d every parameter."""
-    with torch.no_grad():
-        shapes = [o.shape for o in flatten_outputs(model(*args)) if o.dtype.is_floating_point]
-    gen = torch.Generator().manual_seed(0)
-    weights = [torch.randn(s, generator=gen) for s in shapes]
+    weights = loss_weights(model, args)
     model.zero_grad()
-    outs = [o for o in flatten_outputs(model(*args)) if o.dtype.is_floating_point]
-    sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+    weighted_loss(float_outputs(model, args), weights).backward()
     expected = {n: p.grad for n, p in model.named_parameters()}
     trainable = {n for n, v in ours.params.items() if v.trainable}
     assert trainable == set(expected), "the trainable variables are the torch parameters"

@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 from irtool.exporters.torch import (LOWERINGS, dynamic_shapes_for, export_program,  # noqa: E402
                                     save_exported_program, to_torch)
 from irtool.exporters.torch.lowering import from_numpy  # noqa: E402
-from tests.torch_zoo import ZOO, build  # noqa: E402
+from tests.torch_zoo import ZOO, build, float_outputs, loss_weights, tracer, weighted_loss  # noqa: E402
 
 FWD = dict(rtol=1e-4, atol=1e-5)     # float32 through different op orders (as tests/test_torch_frontend.py)
 
@@ -221,17 +221,7 @@ ZOO_NAMES = ["mlp", "cnn", "lstm", "gru", "encoder", "attention", "bert"]
 
 @pytest.fixture(scope="module")
 def zoo():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            if ZOO[name][3]:
-                pytest.importorskip("transformers")
-            model, inputs, dyn = build(name)
-            graph = irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn)
-            cache[name] = (model, inputs, graph, to_torch(graph))
-        return cache[name]
-    return get
+    return tracer(to_torch)
 
 
 def _shapes(name):
@@ -250,23 +240,15 @@ def test_zoo_forward_matches_the_original(zoo, name):
             torch.testing.assert_close(g, e, **FWD, msg=lambda m: f"{name} batch={batch} seq={seq}: {m}")
 
 
-def _weighted_loss(outs, weights):
-    return sum((o * w).sum() for o, w in zip(outs, weights))
-
-
 @pytest.mark.parametrize("name", ZOO_NAMES)
 def test_zoo_parameter_gradients_match_the_original(zoo, name):
     model, inputs, _, ours = zoo(name)
     args = inputs(3, 5)
-    with torch.no_grad():
-        shapes = [o.shape for o in flatten_outputs(model(*args)) if o.dtype.is_floating_point]
-    gen = torch.Generator().manual_seed(0)
-    weights = [torch.randn(s, generator=gen) for s in shapes]
+    weights = loss_weights(model, args)
     grads = {}
     for m in (model, ours):
         m.zero_grad()
-        outs = [o for o in flatten_outputs(m(*args)) if o.dtype.is_floating_point]
-        _weighted_loss(outs, weights).backward()
+        weighted_loss(float_outputs(m, args), weights).backward()
         grads[m] = {n: p.grad for n, p in m.named_parameters()}
     assert list(grads[ours]) == list(grads[model]) or set(grads[ours]) == set(grads[model])
     for pname, expected in grads[model].items():

@@ -9,7 +9,7 @@ from irtool.frontends.torch_files import flatten_outputs
 from irtool.errors import UnsupportedError
 
 torch = pytest.importorskip("torch")
-from tests.torch_zoo import ZOO, build  # noqa: E402
+from tests.torch_zoo import ZOO, tracer  # noqa: E402
 
 FWD = dict(rtol=1e-4, atol=1e-5)     # float32 through different op orders: a little above torch defaults
 
@@ -20,16 +20,8 @@ def _np(ts):
 
 @pytest.fixture(scope="module")
 def traced():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            if ZOO[name][3]:
-                pytest.importorskip("transformers")
-            model, inputs, dyn = build(name)
-            cache[name] = (model, inputs, irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn))
-        return cache[name]
-    return get
+    get = tracer()
+    return lambda name: get(name)[:3]
 
 
 @pytest.mark.parametrize("name", list(ZOO))

@@ -140,3 +140,39 @@ def _randomize_norm_stats(model):
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def tracer(convert=None):
+    """A memoising get(name) -> (model, inputs, graph, convert(graph) or None)
+    for module-scoped fixtures: each model is traced once per test module."""
+    import pytest
+
+    import irtool
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            if ZOO[name][3]:
+                pytest.importorskip("transformers")
+            model, inputs, dyn = build(name)
+            graph = irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn)
+            cache[name] = (model, inputs, graph, convert(graph) if convert else None)
+        return cache[name]
+    return get
+
+
+def float_outputs(model, args):
+    from irtool.frontends.torch_files import flatten_outputs
+    return [o for o in flatten_outputs(model(*args)) if o.dtype.is_floating_point]
+
+
+def loss_weights(model, args, seed=0):
+    """One random weight tensor per float output: loss = sum(output * weight)."""
+    with torch.no_grad():
+        shapes = [o.shape for o in float_outputs(model, args)]
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen) for s in shapes]
+
+
+def weighted_loss(outs, weights):
+    return sum((o * w).sum() for o, w in zip(outs, weights))
