@@ -88,7 +88,11 @@ def tensor_to_array(t, base_dir, what=None):
     """numpy array of a TensorProto, reading external data safely."""
     what = what or f"tensor {t.name!r}"
     if t.data_location == TensorProto.EXTERNAL:
-        t = _with_external_data(t, base_dir, what)
+        arr, copy = _with_external_data(t, base_dir, what)
+        if arr is not None:
+            ir_dtype(t.data_type, what)
+            return arr
+        t = copy
     ir_dtype(t.data_type, what)
     try:
         arr = numpy_helper.to_array(t)
@@ -97,11 +101,37 @@ def tensor_to_array(t, base_dir, what=None):
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
+# element types whose external bytes are the little-endian array itself: read straight
+# into a numpy array (no bytes object, no TensorProto copy: a 2 GiB tensor costs 2 GiB)
+_PLAIN = {TensorProto.FLOAT: "<f4", TensorProto.DOUBLE: "<f8", TensorProto.FLOAT16: "<f2",
+          TensorProto.INT8: "i1", TensorProto.INT16: "<i2", TensorProto.INT32: "<i4", TensorProto.INT64: "<i8",
+          TensorProto.UINT8: "u1"}
+
+
+def _plain_buffer(t, length):
+    """An empty numpy array to read t's external bytes into, or None where the
+    bytes need onnx's decoding (other types, or a length that does not fit)."""
+    code = _PLAIN.get(t.data_type)
+    dims = list(t.dims)
+    if code is None or any(d < 0 for d in dims):
+        return None
+    dtype = np.dtype(code)
+    n = int(np.prod(dims, dtype=object)) if dims else 1
+    if not dtype.isnative or n * dtype.itemsize != length:
+        return None                    # big-endian host, or sizes that onnx will report on
+    return np.empty(dims, dtype)
+
+
 def _with_external_data(t, base_dir, what):
+    """(array, None) for plain numeric data, else (None, a copy of t holding the
+    bytes); both read only from a regular file inside base_dir."""
     info = {e.key: e.value for e in t.external_data}
     location = info.get("location")
     if not location:
         raise FileFormatError(f"{what}: external data without a location")
+    if not isinstance(location, str):
+        # protobuf hands a string field that is not valid UTF-8 over as bytes
+        raise FileFormatError(f"{what}: external data location {bytes(location)!r} is not valid UTF-8")
     if base_dir is None:
         raise FileFormatError(f"{what}: its data is in external file {location!r}, but the model "
                               "was not given as a path; pass the .onnx path instead")
@@ -141,23 +171,41 @@ def _with_external_data(t, base_dir, what):
     if offset < 0 or length < 0 or offset + length > size:
         raise FileFormatError(f"{what}: external data range offset={offset} length={length} is past "
                               f"the end of {location!r} ({size} bytes)")
+    arr = _plain_buffer(t, length)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise FileFormatError(f"{what}: external data {location!r} is not a regular file")
             f.seek(offset)
-            data = f.read(length)
+            if arr is None:
+                data = f.read(length)
+                got = len(data)
+            else:
+                got = _read_into(f, memoryview(arr.reshape(-1)).cast("B"))
     except OSError as e:
         raise FileFormatError(f"{what}: cannot read external data {location!r}: {e.strerror}") from None
-    if len(data) != length:
+    if got != length:
         raise FileFormatError(f"{what}: external data {location!r} is truncated")
+    if arr is not None:
+        return arr, None
     out = TensorProto()
     out.CopyFrom(t)
     del out.external_data[:]
     out.data_location = TensorProto.DEFAULT
     out.raw_data = data
-    return out
+    return None, out
+
+
+def _read_into(f, view):
+    """Fill view from file f in 1 GiB reads; the number of bytes read (short at EOF)."""
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:got + (1 << 30)])
+        if not n:
+            break
+        got += n
+    return got
 
 
 # -- the import context ------------------------------------------------------------

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from irtool.errors import UnsupportedError
+from irtool.errors import FileFormatError, UnsupportedError
 from irtool.frontends.onnx_import import describe, ir_dtype, tensor_to_array
 from irtool.ir.dtypes import check_dtype, is_float, is_int, np_dtype
 from irtool.ir.graph import Attrs
@@ -306,6 +306,11 @@ def _celu(ctx, node):
     b = ctx.b
     x = ctx.value(node, 0)
     alpha = ctx.attr(node, "alpha", 1.0)
+    if alpha == 0:
+        # x / alpha divides by zero: the spec's result is undefined (onnxruntime and the
+        # reference give NaN on part of the input), so refuse rather than produce NaN
+        raise FileFormatError(f"{describe(node)}: Celu alpha = {alpha!r} is invalid (the formula divides "
+                              "x by alpha; ONNX leaves the result undefined)")
     neg = b.mul(b.sub(b.exp(b.div(b.minimum(x, _const(b, 0, x)), alpha)), 1.0), alpha)
     return b.add(b.maximum(x, _const(b, 0, x)), neg)
 
@@ -372,6 +377,14 @@ def _shrink(ctx, node):
     b = ctx.b
     x = ctx.value(node, 0)
     lambd, bias = ctx.attr(node, "lambd", 0.5), ctx.attr(node, "bias", 0.0)
+    if not is_float(x.dtype):
+        # ONNX (reference and onnxruntime) compares and subtracts in floating point and
+        # casts the result back (3 - 1.54 = 1.46 -> 1); float64 holds every int32 exactly
+        xf = b.cast(x, dtype="float64")
+        zero = b.const(0.0, "float64")
+        y = b.where(b.lt(xf, b.const(-lambd, "float64")), b.add(xf, b.const(bias, "float64")),
+                    b.where(b.gt(xf, b.const(lambd, "float64")), b.sub(xf, b.const(bias, "float64")), zero))
+        return b.cast(y, dtype=x.dtype)
     lo = b.add(x, _const(b, bias, x))
     hi = b.sub(x, _const(b, bias, x))
     zero = _const(b, 0, x)

@@ -685,12 +685,8 @@ def _runnable(graph):
 
 # Bugs the fuzzers found that have a strict-xfail regression test below: a fuzz run that hits
 # one again counts it instead of failing, so CI stays about *new* failures. (name, predicate)
-KNOWN_BUGS = [
-    ("onnx_ops: Shrink on integer inputs", lambda e: isinstance(e, Mismatch) and "= Shrink[" in str(e)),
-    ("onnx_ops: Celu with alpha = -0.0", lambda e: isinstance(e, Mismatch) and "= Celu[alpha = -0]" in str(e)),
-    ("onnx_import: an external-data location that is not UTF-8 (tests/security onnx_ext_non_utf8_location)",
-     lambda e: isinstance(e, TypeError) and ("bytes-like object" in str(e))),
-]
+# Empty: every bug found so far is fixed and its regression test below passes.
+KNOWN_BUGS = []
 KNOWN_HITS = {}
 
 
@@ -1209,11 +1205,10 @@ def test_regression_ceil_mode_pools_in_one_graph_run_on_onnxruntime(opset):
         np.testing.assert_allclose(t, a, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LIMITATION (documented in ir/ops/reduce.py _prod_vjp; fuzz seeds 40, 84, 96): the second-order "
-    "gradient of reduce_prod is wrong where an input is exactly 0 (the zero masks are treated as constant); "
-    "torch double backward is exact there"))
 def test_regression_reduce_prod_second_order_at_zeros():
+    """Fuzz seeds 40, 84, 96: the second-order gradient of reduce_prod was wrong where an input
+    is exactly 0 (the zero masks of the old rule were constants); the rule now multiplies
+    exclusive cumulative products from both ends, exact like torch double backward."""
     torch = pytest.importorskip("torch")
     x = np.array([[0.5, 0.0, -1.5, 2.0], [1.25, -0.75, 0.5, 1.5]])
     c2 = np.array([[0.3, -0.7, 0.2, 0.9], [-0.4, 0.6, 0.1, -0.8]])
@@ -1231,21 +1226,65 @@ def test_regression_reduce_prod_second_order_at_zeros():
     torch.testing.assert_close(torch.from_numpy(ours), theirs)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (frontends/onnx_ops.py Shrink; found by the random-model fuzzer): on integer inputs irtool turns "
-    "the float bias into an int before subtracting (3 - int(1.54) = 2); ONNX (reference implementation and "
-    "onnxruntime) computes x - bias in floating point and then casts (3 - 1.54 = 1.46 -> 1)"))
-def test_regression_shrink_on_integers_matches_onnx():
-    from onnx import TensorProto, helper
+@pytest.mark.parametrize("axes,keepdims", [((1,), False), ((0, 2), True), ((2, 0), False), (None, False),
+                                           ((-2,), True), ((1, 2), False)])
+def test_regression_reduce_prod_second_order_at_zeros_any_axes(axes, keepdims):
+    """The same on rank 3 with one and two zeros per slice, several axes (reduced axes moved
+    last and flattened), keepdims, and the gradient exported to onnxruntime."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.5, 1.5, (3, 4, 5)) * rng.choice([-1, 1], (3, 4, 5))
+    x[0, 1, 2] = x[1, 0, 0] = x[1, 3, 0] = x[2, 2, 4] = x[2, 2, 3] = 0.0
+    b = irtool.Builder("prod")
+    xi = b.input("x", "float64", x.shape)
+    out = b.reduce_prod(xi, axes=axes, keepdims=keepdims)
+    c1 = rng.standard_normal(out.shape)
+    c2 = rng.standard_normal(x.shape)
+    g1 = irtool.grad(b.build([b.reduce_sum(b.mul(out, b.const(c1, "float64")))]), wrt=["x"])
+    b2 = irtool.Builder("second")
+    vm = b2.copy_graph(g1)
+    second = irtool.grad(b2.build([b2.reduce_sum(b2.mul(vm[g1.outputs[1]], b2.const(c2, "float64")))]),
+                         wrt=["x"])
+    ours = irtool.run(second, [x])
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    dims = tuple(range(3)) if axes is None else axes
+    y = xt
+    for d in sorted((d % 3 for d in dims), reverse=True):
+        y = y.prod(dim=d, keepdim=True)
+    y = y if keepdims else y.reshape(out.shape)
+    (first,) = torch.autograd.grad((y * torch.from_numpy(c1)).sum(), xt, create_graph=True)
+    (theirs,) = torch.autograd.grad((first * torch.from_numpy(c2)).sum(), xt)
+    torch.testing.assert_close(torch.from_numpy(irtool.run(g1, [x])[1]), first.detach())
+    torch.testing.assert_close(torch.from_numpy(ours[1]), theirs)
+    onnx_out = _ort_session(irtool.export_onnx(second)).run(None, {"x": x})
+    np.testing.assert_allclose(onnx_out[1], theirs.numpy(), rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,bias,lambd", [
+    ("int32", 1.54, 0.0), ("int8", -2.3, 1.5), ("int64", 1.5, -1.5), ("uint8", 0.7, 2.0), ("int16", 0.0, 0.5)])
+def test_regression_shrink_on_integers_matches_onnx(dtype, bias, lambd):
+    """Found by the random-model fuzzer: on integer inputs irtool turned the float bias into an
+    int before subtracting (3 - int(1.54) = 2); ONNX (reference implementation and onnxruntime)
+    computes x - bias in floating point and then casts (3 - 1.54 = 1.46 -> 1)."""
+    from onnx import helper
+    from onnx.helper import np_dtype_to_tensor_dtype
     from onnx.reference import ReferenceEvaluator
-    x = np.array([[-3, -1, 0, 1, 2, 3, 5]], np.int32)
-    g = helper.make_graph([helper.make_node("Shrink", ["x"], ["y"], bias=1.54, lambd=0.0)], "shrink",
-                          [helper.make_tensor_value_info("x", TensorProto.INT32, [1, 7])],
-                          [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 7])])
+    lo = -20 if np.dtype(dtype).kind == "i" else 0
+    x = np.concatenate([[-3, -1, 0, 1, 2, 3, 5], np.arange(lo, 40)]).clip(lo).astype(dtype)[None]
+    tp = np_dtype_to_tensor_dtype(np.dtype(dtype))
+    g = helper.make_graph([helper.make_node("Shrink", ["x"], ["y"], bias=bias, lambd=lambd)], "shrink",
+                          [helper.make_tensor_value_info("x", tp, list(x.shape))],
+                          [helper.make_tensor_value_info("y", tp, list(x.shape))])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    with np.errstate(all="ignore"):
+        expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
     np.testing.assert_array_equal(expected, _ort_session(model).run(None, {"x": x})[0])
-    np.testing.assert_array_equal(irtool.run(irtool.import_onnx(model), {"x": x})[0], expected)
+    graph = irtool.import_onnx(model)
+    ours = irtool.run(graph, {"x": x})[0]
+    assert ours.dtype == x.dtype
+    np.testing.assert_array_equal(ours, expected)
+    # and the same numbers after exporting the imported graph back to ONNX
+    np.testing.assert_array_equal(_ort_session(irtool.export_onnx(graph)).run(None, {"x": x})[0], expected)
 
 
 def test_regression_non_utf8_op_type_is_a_typed_error():
@@ -1284,22 +1323,16 @@ def test_regression_kernels_cannot_write_into_params_or_inputs():
     assert not b.build([y]).params["w"].data.any() and (x0 == 1).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MINOR (frontends/onnx_ops.py Celu; random-model fuzzer, seed 6): with the degenerate alpha = -0.0 the "
-    "ONNX reference and onnxruntime give x for x > 0 (expm1(x / -0.0) = -1, times -0.0 is 0); irtool's "
-    "formula gives NaN. Either refuse alpha == 0 with a typed error or follow the reference"))
-def test_regression_celu_with_negative_zero_alpha():
+@pytest.mark.parametrize("alpha", [-0.0, 0.0])
+def test_regression_celu_with_zero_alpha_is_refused(alpha):
+    """Random-model fuzzer, seed 6: Celu computes x / alpha, so alpha = +-0 is undefined (the
+    ONNX reference and onnxruntime give NaN on part of the input, irtool gave NaN elsewhere).
+    The importer refuses the degenerate attribute with a typed error instead."""
     from onnx import TensorProto, helper
-    from onnx.reference import ReferenceEvaluator
-    x = np.array([-2.0, -0.5, 0.0, 0.8], np.float32)
-    g = helper.make_graph([helper.make_node("Celu", ["x"], ["y"], alpha=-0.0)], "celu",
+    from irtool.errors import FileFormatError
+    g = helper.make_graph([helper.make_node("Celu", ["x"], ["y"], alpha=alpha)], "celu",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    try:
-        graph = irtool.import_onnx(model)
-    except IRToolError:
-        return                                  # refusing the degenerate attribute is fine too
-    with np.errstate(all="ignore"):
-        expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
-        np.testing.assert_array_equal(irtool.run(graph, [x])[0], expected)
+    with pytest.raises(FileFormatError, match="alpha"):
+        irtool.import_onnx(model)

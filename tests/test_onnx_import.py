@@ -676,6 +676,33 @@ def test_external_data_not_a_regular_file(tmp_path):
         irtool.import_onnx(path)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int8", "int16", "int32", "int64",
+                                   "uint8", "bool"])
+@pytest.mark.parametrize("shape", [(3, 5), (), (0, 4)])
+def test_external_data_dtypes(tmp_path, dtype, shape):
+    """Plain numeric types are read straight into an array, the rest through onnx's
+    decoding: the same values either way (scalars and empty tensors too)."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal(shape) * 50).astype(dtype)
+    t = numpy_helper.from_array(w, "w")
+    g = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "ext", [],
+                          [helper.make_tensor_value_info("y", t.data_type, list(shape))], [t])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    path = str(tmp_path / "model.onnx")
+    onnx.save_model(model, path, save_as_external_data=True, location="w.bin", size_threshold=0)
+    assert onnx.load(path, load_external_data=False).graph.initializer[0].data_location == TensorProto.EXTERNAL
+    got = irtool.run(irtool.import_onnx(path), {})[0]
+    assert got.dtype == w.dtype and got.shape == w.shape
+    np.testing.assert_array_equal(got, w)
+
+
+def test_external_data_length_that_does_not_fit_the_shape(tmp_path):
+    _, path = _external_model(str(tmp_path))
+    _set_external(path, offset=0, length=4)
+    with pytest.raises(FileFormatError, match="fc.weight"):
+        irtool.import_onnx(path)
+
+
 def test_external_data_needs_a_path(tmp_path):
     _, path = _external_model(str(tmp_path))
     proto = onnx.load(path, load_external_data=False)

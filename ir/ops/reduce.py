@@ -148,15 +148,62 @@ REDUCE_MIN = register(OpDef(
     doc="reduce_min(x, axes=None|tuple, keepdims=False); ties share the gradient evenly"))
 
 
+def _scan_prod(b, x, n):
+    """Inclusive cumulative product along the last axis (static length n), as
+    ceil(log2 n) steps of y * (y shifted by s, filled with 1): no division, and
+    built from differentiable ops (pad, mul), so its own gradients are exact."""
+    s = 1
+    while s < n:
+        pads = [0] * (2 * x.rank)
+        pads[x.rank - 1], pads[2 * x.rank - 1] = s, -s
+        x = b.mul(x, b.pad(x, pads=tuple(pads), value=1.0))
+        s *= 2
+    return x
+
+
+def _shift_in_one(b, x):
+    """x shifted one step along the last axis, a 1 coming in at the front."""
+    pads = [0] * (2 * x.rank)
+    pads[x.rank - 1], pads[2 * x.rank - 1] = 1, -1
+    return b.pad(x, pads=tuple(pads), value=1.0)
+
+
+def _prod_of_others(b, x, axes):
+    """For each element of x, the product of the other elements of its
+    reduction slice: exclusive cumulative products from both ends, multiplied.
+    None where the reduced size is not a static int > 1."""
+    n = prod(x.shape[a] for a in axes) if all(isinstance(x.shape[a], int) for a in axes) else None
+    if n is None or n <= 1:
+        return None
+    kept = [a for a in range(x.rank) if a not in axes]
+    perm = tuple(kept + list(axes))
+    moved = x if perm == tuple(range(x.rank)) else b.transpose(x, perm=perm)
+    flat = b.reshape(moved, shape=tuple(x.shape[a] for a in kept) + (n,))
+    left = _scan_prod(b, _shift_in_one(b, flat), n)
+    right = b.flip(_scan_prod(b, _shift_in_one(b, b.flip(flat, axes=(-1,))), n), axes=(-1,))
+    others = b.reshape(b.mul(left, right), shape=moved.shape)
+    if moved is x:
+        return others
+    inverse = tuple(sorted(range(x.rank), key=perm.__getitem__))
+    return b.transpose(others, perm=inverse)
+
+
 def _prod_vjp(b, node, g):
-    # d out / d x_i is the product of the other elements. With x1 = x where
-    # zeros are replaced by 1 and p1 = prod(x1), that is p1 / x1_i when none of
-    # the others is zero, else 0: exact at zeros, no 0/0. Second order is exact
-    # only away from zeros (the zero masks are piecewise constant).
+    # d out / d x_i is the product of the other elements of x_i's slice: the
+    # exclusive cumulative products from both ends, multiplied (no division,
+    # so exact at zeros, and differentiable again, so second order is exact
+    # there too). Where the reduced size is symbolic the scan length is unknown:
+    # then with x1 = x where zeros are replaced by 1 and p1 = prod(x1), it is
+    # p1 / x1_i when none of the others is zero, else 0: first order still
+    # exact at zeros, second order only away from them (the masks are
+    # piecewise constant).
     x = node.inputs[0]
     axes = _reduced_axes(node)
     if not axes:
         return (g,)
+    others = _prod_of_others(b, x, axes)
+    if others is not None:
+        return (b.mul(keep_reduced(b, g, node), others),)
     zeros = b.cast(b.eq(x, 0), dtype=x.dtype)
     x1 = b.add(x, zeros)
     p1 = b.reduce_prod(x1, axes=axes, keepdims=True)

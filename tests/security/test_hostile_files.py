@@ -17,11 +17,7 @@ from irtool.errors import IRToolError
 from tests.security import corpus
 
 # bugs in files this module's owner may not edit: each is a strict xfail, listed in the report
-BUGS = {
-    "onnx_ext_non_utf8_location": "BUG: frontends/onnx_import.py _with_external_data: an external-data location "
-                                  "that is not UTF-8 arrives as bytes and re.match/str.startswith raise TypeError "
-                                  "(CLI: 'internal error') instead of FileFormatError",
-}
+BUGS = {}
 
 
 def _marks(name, message=True):
