@@ -13,7 +13,8 @@ this module drives it. What a reader must know:
   is built. Standard ops without a table entry that ONNX defines as functions
   (SwiGLU, HannWindow, CenterCropPad...) are imported through their function
   bodies, each body node at the body's opset; If with an import-time
-  condition imports the chosen branch inline.
+  condition imports the chosen branch inline, and Loop with an import-time
+  trip count and condition is unrolled (each iteration's body inline).
 - External tensor data is read only from regular files inside the model's own
   folder (no absolute paths, no '..', no symlinks, offsets inside the file).
 - Graph inputs keep their names and their dim_params (as symbolic dims);
@@ -568,7 +569,7 @@ def describe(node):
 
 
 def walk_nodes(nodes):
-    """The nodes and, recursively, those of their subgraph attributes (If branches)."""
+    """The nodes and, recursively, those of their subgraph attributes (If branches, Loop bodies)."""
     for n in nodes:
         yield n
         for a in n.attribute:

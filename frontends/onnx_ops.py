@@ -17,6 +17,7 @@ their function bodies by onnx_import (see `unsupported_ops`).
 import math
 
 import numpy as np
+import onnx
 
 from irtool.errors import FileFormatError, UnsupportedError
 from irtool.frontends.onnx_import import describe, ir_dtype, tensor_to_array
@@ -1997,6 +1998,255 @@ def _if(ctx, node):
         outer = [i for n in walk_nodes(body) for i in n.input if i and i not in local]
         raise DynamicInputError(str(e), outer) from None
     return [ctx.values[names.get(o.name, o.name)] for o in branch.output]
+
+
+LOOP_LIMIT = 10000          # iterations: a Loop that would unroll past this is an UnsupportedError
+LOOP_NODE_LIMIT = 200000    # body nodes imported for one Loop, all iterations together
+
+
+@op("Loop")
+def _loop(ctx, node):
+    """Loop unrolled at import time: the trip count M and the condition must
+    be known at import time (constants, initializers, static shapes, or a body
+    condition that folds to a constant in each iteration, as tf2onnx writes
+    for Keras RNNs). Each iteration imports the body inline with the
+    iteration number as a constant; loop-carried values flow from one copy to
+    the next; scan outputs are stacked along a new axis 0. A run-time M or
+    condition (data-dependent termination) is a DynamicInputError naming the
+    node."""
+    from irtool.frontends.onnx_import import DynamicInputError, import_nodes, localize, walk_nodes
+    b = ctx.b
+    body = ctx.attr(node, "body")
+    if not isinstance(body, onnx.GraphProto):
+        raise FileFormatError(f"{describe(node)}: Loop without a body graph attribute")
+    n_carried = len(node.input) - 2
+    if n_carried < 0:
+        raise FileFormatError(f"{describe(node)}: Loop needs the M and cond inputs (either may be empty)")
+    if len(body.input) != n_carried + 2 or len(body.output) < n_carried + 1:
+        raise FileFormatError(f"{describe(node)}: its body takes {len(body.input)} inputs and gives "
+                              f"{len(body.output)} outputs, which does not fit {n_carried} loop-carried values")
+    n_scan = len(body.output) - 1 - n_carried
+    carried = [ctx.value(node, 2 + j) for j in range(n_carried)]
+    if any(v is None for v in carried):
+        _unsup(node, "an omitted (optional) loop-carried input is not supported")
+    reads = [i for i in node.input if i] + [n for n in _outer_names(body) if n in ctx.values]
+    trip = _loop_trip_count(ctx, node)
+    has_cond = bool(node.input[1])
+    cond = _loop_flag(ctx, node, ctx.value(node, 1), f"its initial condition ({node.input[1]!r})",
+                      [node.input[1]]) if has_cond and trip != 0 else True
+    if trip is None and not has_cond:
+        _unsup(node, "without a trip count M or a condition it runs forever")
+    bounded = trip is not None and trip <= LOOP_LIMIT
+    if not has_cond and not bounded:
+        _unsup(node, f"runs {trip} iterations; irtool unrolls Loop only up to {LOOP_LIMIT} iterations")
+    size = max(sum(1 for _ in walk_nodes(body.node)), 1)
+    if trip is not None and not has_cond and trip * size > LOOP_NODE_LIMIT:
+        _unsup(node, f"unrolling its {trip} iterations of {size} body nodes would import more than "
+                     f"{LOOP_NODE_LIMIT} nodes")
+    # a condition computed from neither the iteration number nor the carried values never changes
+    varies = has_cond and _body_depends_on(body, body.output[0].name,
+                                           {body.input[0].name} | {vi.name for vi in body.input[2:]})
+    consts = {}
+    for t in body.initializer:
+        consts[t.name] = b.fresh(f"{node.name or 'Loop'}/body/{t.name}")
+        arr = tensor_to_array(t, ctx.base_dir, f"{describe(node)} body initializer {t.name!r}")
+        ctx.values[consts[t.name]] = b.const(arr, check_dtype(arr.dtype))
+
+    def iteration(i, state, prefix):
+        names = dict(consts)
+        feeds = [b.const(np.array(i, np.int64), "int64"), b.const(np.array(True), "bool"),
+                 *(_counter_feed(ctx, v) for v in state)]
+        for vi, v in zip(body.input, feeds):
+            names[vi.name] = b.fresh(prefix + vi.name)
+            ctx.values[names[vi.name]] = v
+        try:
+            import_nodes(ctx, localize(ctx, body.node, names, prefix))
+        except DynamicInputError as e:      # name the outer values the loop reads
+            raise DynamicInputError(str(e), reads) from None
+        finally:
+            b.source = describe(node)
+        outs = []
+        for o in body.output:
+            name = names.get(o.name, o.name)
+            if name not in ctx.values:
+                raise FileFormatError(f"{describe(node)}: body output {o.name!r} is not produced by any node")
+            outs.append(ctx.values[name])
+        return outs
+
+    scans = [[] for _ in range(n_scan)]
+    i = 0
+    while cond and (trip is None or i < trip):
+        if i >= LOOP_LIMIT:
+            _unsup(node, f"runs more than {LOOP_LIMIT} iterations; irtool unrolls Loop only up to "
+                         f"{LOOP_LIMIT} iterations")
+        if (i + 1) * size > LOOP_NODE_LIMIT:
+            _unsup(node, f"unrolling more than {i} iterations of {size} body nodes would import more than "
+                         f"{LOOP_NODE_LIMIT} nodes")
+        outs = iteration(i, carried, f"{node.name or 'Loop'}/{i}/")
+        carried = outs[1:1 + n_carried]
+        for k in range(n_scan):
+            scans[k].append(outs[1 + n_carried + k])
+        if has_cond:
+            cond = _loop_flag(ctx, node, outs[0], f"its condition (body output {body.output[0].name!r})", reads)
+            if cond and not varies and not bounded:
+                _unsup(node, f"its condition stays true and its trip count is "
+                             f"{'unbounded' if trip is None else trip}; irtool unrolls Loop only up to "
+                             f"{LOOP_LIMIT} iterations")
+        i += 1
+    if n_scan and not scans[0]:
+        return [*carried, *_empty_scans(ctx, node, body, n_carried, lambda: iteration(
+            0, carried, f"{node.name or 'Loop'}/shapes/"))]
+    stacked = [b.concat([b.unsqueeze(s, axes=(0,)) for s in steps], axis=0) if len(steps) > 1
+               else b.unsqueeze(steps[0], axes=(0,)) for steps in scans]
+    return [*carried, *stacked]
+
+
+def _counter_feed(ctx, v):
+    """A loop-carried int/bool value known at import time (a counter kept in a
+    frozen initializer, as tf2onnx writes) enters the body as a constant, so
+    what the body computes from it (indices, the condition) folds."""
+    from irtool.frontends.onnx_import import EAGER_FOLD_LIMIT
+    if is_float(v.dtype) or (v.producer is not None and v.producer.op.name == "constant"):
+        return v
+    arr = ctx.static(v)
+    if arr is None or np.asarray(arr).dtype == object or np.asarray(arr).size > EAGER_FOLD_LIMIT:
+        return v
+    return ctx.b.const(np.asarray(arr), v.dtype)
+
+
+def _loop_trip_count(ctx, node):
+    """Loop's M as a python int (None when omitted)."""
+    from irtool.frontends.onnx_import import DynamicInputError
+    if not node.input[0]:
+        return None
+    arr = ctx.static(ctx.value(node, 0))
+    if arr is None:
+        raise DynamicInputError(
+            f"{describe(node)}: its trip count M ({node.input[0]!r}) is computed at run time; irtool unrolls "
+            "Loop and needs M known at import time (a constant, an initializer or static shapes)",
+            (node.input[0],))
+    arr = np.asarray(arr).reshape(-1)
+    if arr.size != 1:
+        _unsup(node, f"its trip count M must hold one value, got {arr.size}")
+    m = arr[0]
+    if isinstance(m, str):
+        _unsup(node, f"its trip count M is the symbolic dim {m!r}; irtool unrolls Loop and needs a static count")
+    return max(int(m), 0)
+
+
+def _loop_flag(ctx, node, v, what, reads):
+    """A Loop condition Value as a python bool (it must be known at import time)."""
+    from irtool.frontends.onnx_import import DynamicInputError
+    arr = ctx.static(v)
+    if arr is None or np.asarray(arr).dtype == object:
+        raise DynamicInputError(
+            f"{describe(node)}: {what} depends on run-time values (data-dependent termination); irtool unrolls "
+            "Loop and needs the condition known at import time", reads)
+    arr = np.asarray(arr).reshape(-1)
+    if arr.size != 1:
+        _unsup(node, f"{what} must hold one value, got {arr.size}")
+    return bool(arr[0])
+
+
+def _subgraphs(n):
+    for a in n.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
+
+
+def _outer_names(graph):
+    """Names a subgraph (and the subgraphs inside it) reads from enclosing scopes."""
+    defined = {vi.name for vi in graph.input} | {t.name for t in graph.initializer}
+    used = set()
+    for n in graph.node:
+        used.update(i for i in n.input if i)
+        defined.update(o for o in n.output if o)
+        for sub in _subgraphs(n):
+            used.update(_outer_names(sub))
+    used.update(vi.name for vi in graph.output)
+    return sorted(used - defined)
+
+
+def _body_depends_on(graph, name, sources):
+    """Whether value `name` of graph is computed from any of `sources` (names)."""
+    producer = {o: n for n in graph.node for o in n.output if o}
+    seen, todo = set(), [name]
+    while todo:
+        v = todo.pop()
+        if v in seen or not v:
+            continue
+        seen.add(v)
+        if v in sources:
+            return True
+        n = producer.get(v)
+        if n is not None:
+            todo.extend(n.input)
+            for sub in _subgraphs(n):
+                todo.extend(_outer_names(sub))
+    return False
+
+
+def _empty_scans(ctx, node, body, n_carried, dry_run):
+    """Scan outputs of a Loop that runs no iteration: (0, ...) tensors typed
+    like one iteration's outputs (imported for their types only, then pruned
+    as dead code), or like the body's declared outputs when that fails."""
+    from irtool.errors import IRToolError
+    from irtool.frontends.onnx_import import ir_dtype
+    b = ctx.b
+    try:
+        types = [(v.dtype, v.shape) for v in dry_run()[1 + n_carried:]]
+    except IRToolError:
+        types = []
+        for vi in body.output[1 + n_carried:]:
+            tt = vi.type.tensor_type
+            if not (vi.type.HasField("tensor_type") and tt.HasField("shape")
+                    and all(d.HasField("dim_value") for d in tt.shape.dim)):
+                _unsup(node, f"Loop runs no iteration and the type of scan output {vi.name!r} is unknown")
+            types.append((ir_dtype(tt.elem_type, f"{describe(node)} scan output {vi.name!r}"),
+                          tuple(int(d.dim_value) for d in tt.shape.dim)))
+    return [b.full(shape=(0, *shape), value=False if dtype == "bool" else 0, dtype=dtype)
+            for dtype, shape in types]
+
+
+@op("ReverseSequence")
+def _reverse_sequence(ctx, node):
+    """Reverse the first sequence_lens[b] steps of each batch entry b along the
+    time axis: a flip when every length is the full (static) time size, else
+    a gather with per-entry indices."""
+    b = ctx.b
+    x, lens = ctx.value(node, 0), ctx.value(node, 1)
+    t_axis, b_axis = ctx.attr(node, "time_axis", 0), ctx.attr(node, "batch_axis", 1)
+    if {t_axis, b_axis} != {0, 1} or x.rank < 2:
+        _unsup(node, f"ReverseSequence with time_axis={t_axis}, batch_axis={b_axis} on a rank-{x.rank} input")
+    steps = x.shape[t_axis]
+    if isinstance(steps, int) and _filled_with(ctx, lens) == steps:
+        return b.flip(x, axes=(t_axis,))
+    lens = lens if lens.dtype == "int64" else b.cast(lens, dtype="int64")
+    t = b.arange(start=0, stop=steps, step=1, dtype="int64")
+    t = b.unsqueeze(t, axes=(1,) if t_axis == 0 else (0,))
+    lens = b.unsqueeze(lens, axes=(0,) if t_axis == 0 else (1,))
+    idx = b.where(b.lt(t, lens), b.sub(b.sub(lens, 1), t), t)
+    if x.rank > 2:
+        idx = b.unsqueeze(idx, axes=tuple(range(2, x.rank)))
+    if idx.shape != x.shape:
+        idx = b.expand(idx, shape=x.shape)
+    return b.gather_elements(x, idx, axis=t_axis)
+
+
+def _filled_with(ctx, v):
+    """The one number every element of v holds when known at import time
+    (also for an expand/full of a constant to a symbolic shape), else None."""
+    arr = ctx.static(v)
+    if arr is None and v.producer is not None and v.producer.op.name == "expand":
+        arr = ctx.static(v.producer.inputs[0])
+    if arr is None and v.producer is not None and v.producer.op.name == "full":
+        arr = np.array(v.producer.attrs["value"])
+    if arr is None or np.asarray(arr).dtype == object or np.asarray(arr).size == 0:
+        return None
+    flat = np.asarray(arr).reshape(-1)
+    return int(flat[0]) if np.all(flat == flat[0]) else None
 
 
 # -- recurrent layers (unrolled over a static sequence length) ------------------------
