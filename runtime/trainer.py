@@ -4,6 +4,11 @@ or onnxruntime, holding params and optimizer state between steps.
     t = irtool.Trainer(graph, loss="mse", optimizer=irtool.optim.SGD(0.1))
     t.fit((x, y), epochs=10, batch_size=32)
     t.export_onnx("trained.onnx")
+
+On onnxruntime the params and optimizer state stay onnxruntime tensors
+between steps (runtime.ort.CarriedRunner); `params` and the exports copy
+them out, so what `params` returns is a snapshot: writing into it does not
+change the training.
 """
 import sys
 import time
@@ -28,10 +33,23 @@ class Trainer:
         self._state = initial_state(self.step_graph.state_spec)
         self._model_inputs = [v.name for v in graph.inputs]
         self.history = []
+        self._runner = None
+        if backend == "onnxruntime":
+            from irtool.runtime.ort import CarriedRunner
+            self._runner = CarriedRunner(self.step_graph, self._params + self._state, device)
+            self._params = self._state = None     # held by the runner; _sync() reads them back
+
+    def _sync(self):
+        """Copy the runner's params and state to numpy (once per step, when read)."""
+        if self._params is None:
+            values = self._runner.carried()
+            n = len(self._param_names)
+            self._params, self._state = values[:n], values[n:]
 
     @property
     def params(self):
         """Current trainable params by name (frozen ones are unchanged)."""
+        self._sync()
         return dict(zip(self._param_names, self._params))
 
     def step(self, *batch):
@@ -40,6 +58,11 @@ class Trainer:
         if len(batch) != len(self._model_inputs) + 1:
             raise IRToolError(f"step takes the model inputs ({', '.join(self._model_inputs)}) and the "
                               f"target: {len(self._model_inputs) + 1} arrays, got {len(batch)}")
+        if self._runner is not None:
+            loss = float(self._runner.run([np.asarray(a) for a in batch])[-1])
+            self._params = self._state = None
+            self.history.append(loss)
+            return loss
         inputs = self._params + self._state + [np.asarray(a) for a in batch]
         outs = run(self.step_graph, inputs, backend=self.backend, device=self.device)
         n = len(self._params)

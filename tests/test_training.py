@@ -125,3 +125,36 @@ def test_bad_training_input_is_a_clear_error():
         irtool.Loss("hinge")
     with pytest.raises(IRToolError, match="learning rate"):
         irtool.optim.SGD(-1)
+
+
+def test_onnxruntime_trainer_keeps_state_between_steps_and_params_are_snapshots():
+    """The onnxruntime trainer holds params and optimizer state as onnxruntime
+    tensors between steps; it must still match the numpy trainer step by step
+    (batch sizes changing, params read between steps), params read at one step
+    must not change later, and a bad batch is an error on every step."""
+    from irtool.errors import IRTypeError
+    torch.manual_seed(0)
+    graph = irtool.trace(MLP().eval(), (torch.randn(4, 6),), dynamic_shapes={"x": {0: "batch"}})
+    x, y = _data("mlp")
+    x, y = x.numpy(), y.numpy()
+    ours = irtool.Trainer(graph, "cross_entropy", irtool.optim.Adam(1e-2), backend="onnxruntime")
+    ref = irtool.Trainer(graph, "cross_entropy", irtool.optim.Adam(1e-2), backend="numpy")
+    before = {k: v.copy() for k, v in ours.params.items()}
+    snapshots = []
+    for step, size in enumerate([4, 4, 3, 5, 4, 3, 4]):
+        idx = slice(step, step + size)
+        _close(ours.step(x[idx], y[idx]), ref.step(x[idx], y[idx]), f"loss at step {step}")
+        snapshots.append((ours.params, {k: v.copy() for k, v in ref.params.items()}))
+    for got, want in snapshots:                    # each read stayed what it was
+        for k in want:
+            _close(got[k], want[k], k)
+    assert not np.allclose(before["fc1.weight"], ours.params["fc1.weight"])
+    np.testing.assert_array_equal(ours.trained_graph().params["fc1.weight"].data, ours.params["fc1.weight"])
+    for _ in range(2):                              # checked once per signature, rejected every time
+        with pytest.raises(IRTypeError, match="must be float32"):
+            ours.step(x[:4].astype(np.float64), y[:4])
+    with pytest.raises(IRTypeError):
+        ours.step(x[:4, :5], y[:4])
+    _close(ours.step(x[:4], y[:4]), ref.step(x[:4], y[:4]), "loss after rejected batches")
+    xf = np.asfortranarray(x[4:8])                  # not C-contiguous: bound through a copy
+    _close(ours.step(xf, y[4:8]), ref.step(xf, y[4:8]), "loss on a Fortran-ordered batch")
