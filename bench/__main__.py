@@ -101,8 +101,8 @@ def _header(args, seconds, loads):
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {ram}, Python {platform.python_version()}; "
             + ", ".join(versions) + ".",
             _load_line(loads),
-            f"{args.threads} compute thread(s) on every side (irtool's own onnxruntime sessions in the "
-            "training sections use onnxruntime's default). Each cell: median (min–max) over repeats, "
+            f"{args.threads} compute thread(s) on every side (irtool's own onnxruntime sessions follow "
+            "OMP_NUM_THREADS). Each cell: median (min–max) over repeats, "
             "time.perf_counter(); ratio = ours / peer on medians (< 1: irtool is faster or smaller).",
             "Models: mlp 784-256-256-10 (batch 32); cnn 3 conv+BN, 32x32 (batch 4); bert and gpt2 "
             "2 layers, hidden 128, 2 heads, vocab 1000, batch 4 x seq 64, random weights from "

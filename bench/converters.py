@@ -55,7 +55,7 @@ def trace_ours(ctx, case):
 
 def convert_ours(ctx, case, path):
     graph = trace_ours(ctx, case)
-    irtool.export_onnx(graph, path)
+    irtool.export_onnx(graph, path, fold_params=True)     # what `irtool convert` writes (and the peers fold too)
     ctx.graphs[case.name] = graph
     return graph
 

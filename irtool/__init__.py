@@ -24,11 +24,12 @@ __all__ = ["Builder", "Graph", "IRToolError", "Loss", "Trainer", "grad", "load",
            "export_onnx", "import_onnx", "to_tensorflow", "to_torch", "trace"]
 
 
-def export_onnx(graph, path=None, opset=None):
+def export_onnx(graph, path=None, opset=None, fold_params=False):
     """Export graph to ONNX; writes `path` atomically when given and returns
-    the onnx.ModelProto."""
+    the onnx.ModelProto. `fold_params=True` (for inference) folds batch norm
+    and per-channel scales into conv weights, renaming those params."""
     from irtool.exporters.onnx import export_onnx as _export
-    return _export(graph, path, opset=opset)
+    return _export(graph, path, opset=opset, fold_params=fold_params)
 
 
 def import_onnx(path_or_model):

@@ -46,6 +46,9 @@ def _parser():
     c.add_argument("--verify", action="store_true",
                    help="run the numpy runtime and onnxruntime on random inputs and compare")
     c.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    c.add_argument("--keep-params", action="store_true",
+                   help="ONNX: keep every parameter under its own name (default: fold batch norm "
+                        "and per-channel scales into conv weights, as an inference export)")
     _source_options(c)
 
     i = sub.add_parser("inspect", help="show inputs, outputs, parameters and ops of a model")
@@ -202,10 +205,11 @@ def cmd_convert(args):
         graph, reference = _open(args, args.src)
     if args.to == "onnx":
         from irtool.exporters.onnx import export_onnx
+        fold = not args.keep_params
         if args.verify:                      # before writing: a mismatch leaves no file behind
-            _verify(graph, None, opset=args.opset, reference=reference)
+            _verify(graph, export_onnx(graph, None, opset=args.opset, fold_params=fold), reference=reference)
         with Progress(f"exporting {len(graph.nodes)} ops to ONNX"):
-            export_onnx(graph, out, opset=args.opset)
+            export_onnx(graph, out, opset=args.opset, fold_params=fold)
     elif args.to == "savedmodel":
         from irtool.exporters.tensorflow import save_savedmodel
         if args.verify:

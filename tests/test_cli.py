@@ -42,8 +42,16 @@ def test_convert_verify_writes_valid_onnx(irz):
     model = onnx.load(str(onnx_path))
     onnx.checker.check_model(model, full_check=True)
     assert [i.name for i in model.graph.input] == ["x"]
-    assert {t.name for t in model.graph.initializer} >= {"fc1.weight", "fc1.bias", "fc2.weight"}
+    # an inference export: matmul + bias folds into one Gemm on a transposed weight
+    assert [n.op_type for n in model.graph.node][0] == "Gemm"
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_convert_keep_params_keeps_every_param_name(irz):
+    code, out, err = _cli("convert", str(irz), "--verify", "--keep-params", "--force")
+    assert code == 0, err
+    model = onnx.load(str(irz.with_suffix(".onnx")))
+    assert {t.name for t in model.graph.initializer} == {"fc1.weight", "fc1.bias", "fc2.weight"}
 
 
 def test_convert_refuses_to_overwrite_without_force(irz):

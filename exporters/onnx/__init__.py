@@ -32,16 +32,18 @@ def supported_ops(opset):
     return {op for op, fn in LOWERINGS.items() if getattr(fn, "min_opset", 0) <= opset}
 
 
-def to_model(graph, opset=None, optimize=True, external=None):
+def to_model(graph, opset=None, optimize=True, external=None, fold_params=False):
     """ModelProto of graph. With `external` (an ExternalData writer), params
-    stream into its file and the proto only references them."""
+    stream into its file and the proto only references them. `fold_params`
+    (inference export) folds batch norm and per-channel scales into conv
+    weights: fewer nodes, but the folded params get new names."""
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}")
     supported = supported_ops(opset)
     graph = decompose(graph, supported)
     if optimize:
-        graph = optimize_graph(graph)
+        graph = optimize_graph(graph, fold_params=fold_params)
     require_supported(graph, supported, "no ONNX lowering for")
     ctx = LoweringContext(graph, opset, external)
     outputs = set(graph.outputs)
@@ -70,13 +72,13 @@ def _distinct_outputs(ctx, graph):
     return infos
 
 
-def export_onnx(graph, path=None, opset=None, optimize=True):
+def export_onnx(graph, path=None, opset=None, optimize=True, fold_params=False):
     """ModelProto of graph; with `path`, also written there atomically. Past
     EXTERNAL_DATA_THRESHOLD bytes of params, the params stream straight from
     their arrays into `<file>.data` (no copy of them is held in memory)."""
     if path is not None and sum(p.data.nbytes for p in graph.params.values()) > EXTERNAL_DATA_THRESHOLD:
-        return _export_external(graph, path, opset, optimize)
-    model = to_model(graph, opset, optimize)
+        return _export_external(graph, path, opset, optimize, fold_params)
+    model = to_model(graph, opset, optimize, fold_params=fold_params)
     if path is not None:
         write_model(model, path)
     return model
@@ -104,12 +106,13 @@ class ExternalData:
         return t
 
 
-def _export_external(graph, path, opset, optimize):
+def _export_external(graph, path, opset, optimize, fold_params):
     box = {}
 
     def save(tmp, data_name, tmpdir):
         with open(os.path.join(tmpdir, data_name), "wb") as f:
-            box["model"] = to_model(graph, opset, optimize, external=ExternalData(f, data_name))
+            box["model"] = to_model(graph, opset, optimize, external=ExternalData(f, data_name),
+                                    fold_params=fold_params)
         onnx.save_model(box["model"], tmp)
     _atomic_model_write(path, save)
     return box["model"]

@@ -33,7 +33,7 @@ def _const(b, value, like):
 
 def _need_float(t, what="input"):
     if not is_float(t.dtype):
-        raise IRTypeError(f"{what} must be float ({', '.join(FLOATS)}), got {t.dtype}")
+        raise IRTypeError(f"{what} dtype must be float ({', '.join(FLOATS)}), got {t.dtype}")
 
 
 def _dims_agree(a, c):
