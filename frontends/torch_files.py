@@ -1,7 +1,10 @@
 """Opening PyTorch files without running code the user did not trust.
 
-- `.pt2` (torch.export.save): loaded with every pickle path disabled:
-  tensors unpickle with weights_only=True, pickled objects are refused.
+- `.pt2` (torch.export.save): read natively first (frontends/pt2_reader.py:
+  the archive's JSON program and raw tensor bytes, no torch.export.load, no
+  pickle). Archives it does not handle fall back to torch.export.load with
+  every pickle path disabled: tensors unpickle with weights_only=True,
+  pickled objects are refused.
 - `.pt`/`.pth`: `torch.load(weights_only=True)` first. A plain state_dict is
   refused with what to do instead; TorchScript archives and whole pickled
   modules run code when loaded, so they need `trust_code=True` (and example
@@ -45,13 +48,32 @@ def _no_pickled_code():
         torch.load, pkg.pickle, torch._C._pickle_load_obj = saved
 
 
+def _check_pt2_zip(path):
+    if not zipfile.is_zipfile(path):
+        raise FileFormatError(f"{path}: not a .pt2 archive (torch.export.save writes a zip file)")
+
+
+def pt2_graph(path, trust_code=False, name=None, dim_names=None):
+    """(IR Graph, ExportedProgram or None) of a .pt2 file: the native reader's
+    graph when it handles the archive (no ExportedProgram is loaded then),
+    else the graph of torch.export.load's program, loaded as load_pt2 does."""
+    from irtool.frontends.pt2_reader import NotNative, read_pt2
+    from irtool.frontends.torch_trace import from_exported_program
+    _check_pt2_zip(path)
+    try:
+        return read_pt2(path, name=name, dim_names=dim_names), None
+    except NotNative:
+        pass
+    ep = load_pt2(path, trust_code)
+    return from_exported_program(ep, name=name or "model", dim_names=dim_names), ep
+
+
 def load_pt2(path, trust_code=False):
-    """ExportedProgram from a .pt2 file."""
+    """ExportedProgram from a .pt2 file (through torch.export.load)."""
     import pickle
 
     import torch
-    if not zipfile.is_zipfile(path):
-        raise FileFormatError(f"{path}: not a .pt2 archive (torch.export.save writes a zip file)")
+    _check_pt2_zip(path)
     try:
         if trust_code:
             return torch.export.load(path)
@@ -166,9 +188,8 @@ def convert_file(path, trust_code=False, input_specs=(), dynamic=None):
     from irtool.frontends.torch_trace import from_exported_program, trace
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     if os.fspath(path).lower().endswith(".pt2"):
-        ep = load_pt2(path, trust_code)
-        graph = from_exported_program(ep, name=name, dim_names=dynamic)
-        module = ep.module()
+        graph, ep = pt2_graph(path, trust_code, name=name, dim_names=dynamic)
+        module = ep.module() if ep is not None else _LazyProgram(path, trust_code)
     else:
         module = load_pt(path, trust_code)
         args = example_inputs(list(input_specs), module)
@@ -187,6 +208,19 @@ def convert_file(path, trust_code=False, input_specs=(), dynamic=None):
         return [t.detach().numpy() for t in flatten_outputs(out)]
 
     return graph, reference
+
+
+class _LazyProgram:
+    """The .pt2 program as a module, loaded (through torch.export.load) on
+    its first call only: the reference run of --verify."""
+
+    def __init__(self, path, trust_code):
+        self.path, self.trust_code, self.module = path, trust_code, None
+
+    def __call__(self, *args):
+        if self.module is None:
+            self.module = load_pt2(self.path, self.trust_code).module()
+        return self.module(*args)
 
 
 def flatten_outputs(out):

@@ -10,6 +10,10 @@ state_dict keys; user inputs keep the forward's argument names; SymInt
 sizes become symbolic dims named after the user's `dynamic_shapes`.
 An unmapped op is one UnsupportedError listing every such op with its count
 and the source line that produced it.
+
+The per-node work (the table call, the cast to torch's inferred dtype, param
+and output naming) is `Translator`'s, shared with frontends/pt2_reader.py,
+which walks a .pt2 archive's serialized graph without torch.export.load.
 """
 import operator
 
@@ -18,6 +22,7 @@ import numpy as np
 from irtool.errors import IRToolError, UnsupportedError
 from irtool.frontends.aten_ops import ATEN, NeedsDecomposition, dim_of, torch_dtype_name
 from irtool.ir.builder import Builder
+from irtool.ir.graph import Value
 
 
 def _dynamic_spec(module, dynamic_shapes):
@@ -83,24 +88,24 @@ def from_exported_program(ep, name="model", dim_names=None):
 
 
 def _translate(ep, name, dim_names):
+    """Walk the FX graph of `ep`; the per-node work is Translator's, shared
+    with the .pt2 reader (frontends/pt2_reader.py)."""
     import torch
     gm, sig = ep.graph_module, ep.graph_signature
     kinds = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
     state = dict(ep.state_dict)
     consts = dict(getattr(ep, "constants", {}) or {})
-    b = Builder(name)
-    env, symbols = {}, {}
+    env = {}
     user_names = _user_input_names(ep)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    for n in placeholders:       # symbols first: from user inputs' fake shapes
+    user_dims = []               # symbols first: from user inputs' fake shapes
+    for n in placeholders:
         spec = kinds.get(n.name)
         if spec is not None and spec.kind == torch.export.graph_signature.InputKind.USER_INPUT:
-            val = n.meta.get("val")
-            for axis, d in enumerate(getattr(val, "shape", ())):
-                if not isinstance(d, int):
-                    sym = str(d.node.expr)
-                    arg = user_names.get(n.name, n.name)
-                    symbols.setdefault(sym, (dim_names or {}).get(arg, {}).get(axis, f"{arg}_dim{axis}"))
+            sizes = getattr(n.meta.get("val"), "shape", ())
+            user_dims.append((user_names.get(n.name, n.name),
+                              [d if isinstance(d, int) else str(d.node.expr) for d in sizes]))
+    t = Translator(name, input_symbols(user_dims, dim_names))
     for n in placeholders:
         spec = kinds.get(n.name)
         kind = spec.kind.name if spec is not None else "USER_INPUT"
@@ -113,36 +118,85 @@ def _translate(ep, name, dim_names):
                 raise IRToolError(f"exported program has no data for {spec.target!r}")
             # copy: the IR must not share memory with the live module (training would alias it)
             data = tensor.detach().cpu().numpy().copy() if hasattr(tensor, "numpy") else np.array(tensor)
-            if data.dtype == np.dtype("float64") and val is not None and str(val.dtype) == "torch.float32":
-                data = data.astype(np.float32)
-            env[n] = b.param(_param_name(b, spec.target), data, trainable=(kind == "PARAMETER"))
+            want = "float32" if val is not None and str(val.dtype) == "torch.float32" else None
+            env[n] = t.param(spec.target, data, kind, want)
         elif kind == "USER_INPUT":
             if val is None or not hasattr(val, "shape"):
                 raise UnsupportedError(f"input {n.name!r} is not a tensor; only tensor inputs are supported")
-            shape = tuple(dim_of(d, symbols) for d in val.shape)
-            env[n] = b.input(user_names.get(n.name, n.name), torch_dtype_name(val.dtype), shape)
+            shape = tuple(dim_of(d, t.ctx.symbols) for d in val.shape)
+            env[n] = t.input(user_names.get(n.name, n.name), torch_dtype_name(val.dtype), shape)
         else:
             raise UnsupportedError(f"input kind {kind} ({n.name}) is not supported")
-    ctx = Context(b, symbols)
     outputs = []
     for n in gm.graph.nodes:
         if n.op == "call_function":
-            b.source = _source_line(n)
-            args = _map(n.args, env, ctx)
-            kwargs = {k: _map(v, env, ctx) for k, v in n.kwargs.items()}
+            source = _source_line(n)
+            args = _map(n.args, env, t.ctx)
+            kwargs = {k: _map(v, env, t.ctx) for k, v in n.kwargs.items()}
             if n.target is operator.getitem:
+                t.b.source = source
                 env[n] = args[0][args[1]]
                 continue
-            fn = ATEN[_op_key(n.target)]
-            result = fn(ctx, *args, **kwargs)
-            env[n] = ctx.fix_dtype(result, n.meta.get("val"))
+            val = n.meta.get("val")
+            want = (lambda val=val: torch_dtype_name(val.dtype)) if hasattr(val, "dtype") else None
+            env[n] = t.call(_op_key(n.target), args, kwargs, want, source)
         elif n.op == "output":
-            outputs = _flatten(_map(n.args[0], env, ctx))
-    b.source = None
-    outputs = [o for o in outputs if o is not None]
+            outputs = _flatten(_map(n.args[0], env, t.ctx))
     user_outputs = [s.arg.name for s in sig.output_specs if s.kind.name == "USER_OUTPUT"]
-    outputs = outputs[len(outputs) - len(user_outputs):] if user_outputs else outputs
-    return _name_outputs(b, outputs, ep)
+    return t.finish(outputs, len(user_outputs), ep.call_spec.out_spec)
+
+
+def input_symbols(user_dims, dim_names):
+    """{size key: IR symbol} from [(forward argument name, sizes)], where a
+    size is an int or the key of a symbolic size (sympy's `str` of its
+    expression, e.g. "s77"). The first input axis holding a symbol names it:
+    after the user's `dim_names` ({arg: {axis: name}}) where given, else
+    f"{arg}_dim{axis}"."""
+    symbols = {}
+    for arg, sizes in user_dims:
+        for axis, d in enumerate(sizes):
+            if not isinstance(d, int):
+                symbols.setdefault(d, (dim_names or {}).get(arg, {}).get(axis, f"{arg}_dim{axis}"))
+    return symbols
+
+
+class Translator:
+    """The per-node work of turning an exported program into IR, shared by
+    the FX walker above and the .pt2 JSON walker (frontends/pt2_reader.py):
+    params named by their state_dict keys, the ATen table call, the cast to
+    torch's inferred dtype, and the naming of the outputs."""
+
+    def __init__(self, name, symbols):
+        self.b = Builder(name)
+        self.ctx = Context(self.b, symbols)
+
+    def param(self, target, data, kind, want_dtype=None):
+        """A parameter (kind PARAMETER: trainable), buffer or tensor constant."""
+        if data.dtype == np.dtype("float64") and want_dtype == "float32":
+            data = data.astype(np.float32)
+        return self.b.param(_param_name(self.b, target), data, trainable=(kind == "PARAMETER"))
+
+    def input(self, name, dtype, shape):
+        return self.b.input(name, dtype, shape)
+
+    def call(self, key, args, kwargs, want_dtype=None, source=None):
+        """ATEN[key](ctx, *args, **kwargs), cast to torch's inferred dtype where
+        IR type promotion differs. `want_dtype` is a function returning that
+        dtype's IR name, called only for a tensor result (None: no cast)."""
+        self.b.source = source
+        result = ATEN[key](self.ctx, *args, **kwargs)
+        if want_dtype is None or not isinstance(result, Value):
+            return result
+        return self.ctx.cast_to(result, want_dtype())
+
+    def finish(self, outputs, user_count, out_spec):
+        """The graph, with outputs = the last `user_count` non-None values of
+        `outputs` (torch puts buffer mutations first), named after `out_spec`
+        (a pytree TreeSpec, or anything with `children_specs` and `context`)."""
+        self.b.source = None
+        outputs = [o for o in outputs if o is not None]
+        outputs = outputs[len(outputs) - user_count:] if user_count else outputs
+        return _name_outputs(self.b, outputs, out_spec)
 
 
 def _decomposition_table():
@@ -168,12 +222,15 @@ class Context:
         return dim_of(d, self.symbols)
 
     def fix_dtype(self, result, val):
-        """Cast to the dtype torch inferred when IR promotion differs."""
-        from irtool.ir.graph import Value
-        if isinstance(result, Value) and val is not None and hasattr(val, "dtype"):
-            want = torch_dtype_name(val.dtype)
-            if result.dtype != want:
-                return self.b.cast(result, dtype=want)
+        """Cast to the dtype torch inferred (val: a fake tensor) when IR promotion differs."""
+        if val is not None and hasattr(val, "dtype"):
+            return self.cast_to(result, torch_dtype_name(val.dtype))
+        return result
+
+    def cast_to(self, result, want):
+        """`result` cast to IR dtype `want` if it is a Value of another dtype."""
+        if want is not None and isinstance(result, Value) and result.dtype != want:
+            return self.b.cast(result, dtype=want)
         return result
 
 
@@ -193,7 +250,12 @@ def _unsupported(graph):
 
 
 def _source_line(n):
-    trace = n.meta.get("stack_trace") or ""
+    return source_of(n.meta.get("stack_trace"))
+
+
+def source_of(trace):
+    """"file.py:line" of the innermost frame of a node's stack trace, or None."""
+    trace = trace or ""
     lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip().startswith("File ")]
     if not lines:
         return None
@@ -245,11 +307,11 @@ def _user_input_names(ep):
     return names
 
 
-def _name_outputs(b, outputs, ep):
+def _name_outputs(b, outputs, out_spec):
     """Name graph outputs after the forward's output structure: `output` for
     one tensor, `output_0`.. for tuples, dict/ModelOutput keys for mappings."""
     graph = b.build(outputs)
-    names = _output_names(ep.call_spec.out_spec, len(graph.outputs))
+    names = _output_names(out_spec, len(graph.outputs))
     for v, want in zip(graph.outputs, names):
         if v.producer is not None and want not in b._names and sum(o is v for o in graph.outputs) == 1:
             b._names.discard(v.name)
