@@ -57,14 +57,15 @@ class LoweringContext:
         self.nodes.append(helper.make_node(op_type, ins, outs, name=self.fresh("n_" + op_type), **attrs))
         return outs[0] if len(outs) == 1 else outs
 
-    def const(self, array, dtype=None, name="const"):
+    def const(self, array, dtype=None, name="const", out=None):
         """A Constant node holding `array` (deduplicated by content). Constants
         are nodes and parameters are initializers, so an importer can tell
-        them apart (parameters stay trainable, constants do not)."""
+        them apart (parameters stay trainable, constants do not). `out` names
+        the node's output when this content is new (returns the name used)."""
         arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
         key = (arr.dtype.str, arr.shape, arr.tobytes())
         if key not in self._consts:
-            out = self.fresh(name)
+            out = out or self.fresh(name)
             self.nodes.append(helper.make_node("Constant", [], [out], name=self.fresh("n_Constant"),
                                                value=tensor_proto(out, arr)))
             self._consts[key] = out

@@ -9,7 +9,9 @@ from irtool.ir.shapes import norm_axes
 
 
 def _constant(ctx, node):
-    ctx.emit("Identity", [ctx.const(node.attrs["value"])], node.outputs)
+    out = node.outputs[0].name
+    if ctx.const(node.attrs["value"], out=out) != out:      # same content emitted before
+        ctx.emit("Identity", [ctx.const(node.attrs["value"])], node.outputs)
 
 
 def _reshape(ctx, node):

@@ -22,6 +22,7 @@ from irtool.ir.shapes import broadcast, fmt, norm_axes, norm_axis
 from irtool.ir.ops.sampling import bools, ints, positive, rand
 
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
+SQRT2 = math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 GELU_TANH_C = 0.044715
@@ -96,7 +97,9 @@ def _gelu_decompose(b, x, approximate="none"):
     half_x = b.mul(x, 0.5)
     if approximate == "tanh":
         return b.mul(half_x, b.add(b.tanh(_gelu_tanh_inner(b, x)), 1.0))
-    return b.mul(half_x, b.add(b.erf(b.mul(x, INV_SQRT2)), 1.0))
+    # x / sqrt(2) as a division: the form onnxruntime's GeluFusion recognises
+    # (one fused Gelu kernel for opsets < 20, which have no ONNX Gelu)
+    return b.mul(half_x, b.add(b.erf(b.div(x, SQRT2)), 1.0))
 
 
 def _gelu_vjp(b, node, g):
