@@ -10,6 +10,7 @@ import numpy as np
 
 from irtool.ir.dtypes import np_dtype
 from irtool.ir.ops import composite as ops
+from irtool.runtime.kernels.elementwise import erf32
 
 _HALF = (np_dtype("float16"), np_dtype("bfloat16"))
 
@@ -45,11 +46,17 @@ def _sigmoid(x):
 
 
 def _gelu(x, approximate="none"):
-    half_x = x * 0.5
     if approximate == "tanh":
+        half_x = x * 0.5
         inner = (x + x * x * x * ops.GELU_TANH_C) * ops.SQRT_2_OVER_PI
         return half_x * (np.tanh(inner) + 1)
-    return half_x * (_erf()(x * ops.INV_SQRT2) + 1)
+    if x.dtype == np.float32:      # erf(x / sqrt 2), then (1 + erf) x 0.5 in place
+        y = erf32(x, ops.INV_SQRT2)
+        y += 1
+        y *= x
+        y *= 0.5
+        return y
+    return x * 0.5 * (_erf()(x * ops.INV_SQRT2) + 1)
 
 
 def _softplus(x, beta=1.0, threshold=20.0):
@@ -74,8 +81,14 @@ def _shift(x, axes):
 
 
 def _softmax(x, axis=-1):
-    e = np.exp(_shift(x, axis)[0])
-    return e / np.sum(e, axis=axis, keepdims=True)
+    return _exp_normalize(np.asarray(_shift(x, axis)[0]), axis)
+
+
+def _exp_normalize(s, axis):
+    """exp(s) / sum(exp(s)) along axis, overwriting s (a fresh, max-shifted array)."""
+    np.exp(s, out=s)
+    s /= np.sum(s, axis=axis, keepdims=True)
+    return s
 
 
 def _log_softmax(x, axis=-1):
@@ -95,17 +108,19 @@ def _logsumexp(x, axes=None, keepdims=False):
 # -- normalisation -------------------------------------------------------------------
 
 def _normalize(x, axes, eps):
-    xc = x - np.mean(x, axis=axes, keepdims=True)
-    var = np.mean(xc * xc, axis=axes, keepdims=True)
-    return xc * (1 / np.sqrt(var + eps))
+    """(x - mean) / sqrt(var + eps) as a fresh array (later steps work in place)."""
+    xc = np.asarray(x - np.mean(x, axis=axes, keepdims=True))
+    var = np.mean(np.square(xc), axis=axes, keepdims=True)
+    xc *= 1 / np.sqrt(var + eps)
+    return xc
 
 
 def _layer_norm(x, *wb, axis=-1, eps=1e-5):
     y = _normalize(x, tuple(range(axis % x.ndim, x.ndim)), eps)
     if len(wb) > 0:
-        y = y * wb[0]
+        y *= wb[0]
     if len(wb) > 1:
-        y = y + wb[1]
+        y += wb[1]
     return y
 
 
@@ -116,7 +131,10 @@ def _channel(p, rank):
 def _batch_norm(x, weight, bias, mean, var, eps=1e-5):
     scale = (1 / np.sqrt(var + eps)) * weight
     r = x.ndim
-    return (x - _channel(mean, r)) * _channel(scale, r) + _channel(bias, r)
+    y = np.asarray(x - _channel(mean, r))
+    y *= _channel(scale, r)
+    y += _channel(bias, r)
+    return y
 
 
 def _group_norm(x, *wb, groups, eps=1e-5):
@@ -129,19 +147,32 @@ def _group_norm(x, *wb, groups, eps=1e-5):
 # -- linear, embedding, attention ----------------------------------------------------
 
 def _linear(x, w, bias=None):
-    y = np.matmul(x, w.T)
-    return y if bias is None else y + bias
+    if x.ndim > 2 and x.flags.c_contiguous:      # one GEMM over all leading axes
+        y = np.matmul(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]), w.T).reshape(x.shape[:-1] + w.shape[:1])
+    else:
+        y = np.asarray(np.matmul(x, w.T))
+    if bias is not None:
+        y += bias
+    return y
 
 
 def _sdpa(q, k, v, mask=None, is_causal=False, scale=None):
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    s = np.matmul(q, np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
+    s = np.asarray(np.matmul(q, np.swapaxes(k, -1, -2)))
+    s *= np.asarray(scale, q.dtype)
     if is_causal:
         mask = np.tril(np.ones((q.shape[-2], k.shape[-2]), dtype=bool))
     if mask is not None:
-        s = np.where(mask, s, -np.inf).astype(q.dtype, copy=False) if mask.dtype == np.bool_ else s + mask
-    return np.matmul(_softmax(s, -1), v)
+        if mask.dtype == np.bool_:
+            s = np.where(mask, s, -np.inf).astype(q.dtype, copy=False)
+        elif np.broadcast_shapes(s.shape, mask.shape) == s.shape:
+            s += mask
+        else:
+            s = s + mask
+    m = np.max(s, axis=-1, keepdims=True)
+    s -= np.where(np.isfinite(m), m, 0)
+    return np.matmul(_exp_normalize(s, -1), v)
 
 
 # -- losses ------------------------------------------------------------------------------

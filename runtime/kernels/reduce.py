@@ -1,5 +1,7 @@
 """numpy kernels for irtool.ir.ops.reduce. numpy promotes small ints in sum
 and prod and means to float64: every kernel casts back to the rule's dtype."""
+import math
+
 import numpy as np
 
 from irtool.ir.dtypes import np_dtype
@@ -48,6 +50,8 @@ def _matmul(a, c):
     # round once; numpy would return float32 for bfloat16 and crawl on float16
     if a.dtype in _HALF:
         return np.matmul(a.astype(np.float32), c.astype(np.float32)).astype(a.dtype)
+    if c.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:     # one GEMM over all leading axes
+        return np.matmul(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), c).reshape(a.shape[:-1] + c.shape[1:])
     return np.asarray(np.matmul(a, c))
 
 

@@ -42,11 +42,54 @@ def _gather_elements(x, indices, axis=0):
 
 def _scatter_add(x, indices, updates, axis=0):
     axis %= x.ndim
-    out = x.copy()
+    out = np.array(x)                       # x may be a broadcast (read-only) view
+    rows = _whole_slices(x, indices, axis)
+    if rows is not None:
+        _add_slices(np.moveaxis(out, axis, 0), _wrap(rows, x.shape[axis]),
+                    np.moveaxis(updates, axis, 0))
+        return out
     index = list(np.indices(indices.shape, sparse=True))
     index[axis] = _wrap(indices, x.shape[axis])
     np.add.at(out, tuple(index), updates)
     return out
+
+
+def _whole_slices(x, indices, axis):
+    """The 1-D index along axis when indices pick whole slices of x (the same
+    index across every other axis, which spans x there: embedding gradients),
+    else None."""
+    if indices.ndim < 2 or any(indices.shape[d] != x.shape[d] for d in range(x.ndim) if d != axis):
+        return None
+    first = indices[tuple(slice(None) if d == axis else slice(0, 1) for d in range(x.ndim))]
+    if not all(indices.strides[d] == 0 or indices.shape[d] == 1 for d in range(x.ndim) if d != axis):
+        if not np.array_equal(np.broadcast_to(first, indices.shape), indices):
+            return None
+    return first.reshape(-1)
+
+
+def _add_slices(out, idx, upd):
+    """out[idx[i]] += upd[i] with repeated indices accumulating (np.add.at
+    on rows, which numpy runs an element at a time)."""
+    if idx.size == 0:
+        return
+    order = np.argsort(idx, kind="stable")
+    s = idx[order]
+    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
+    runs = np.diff(np.append(starts, len(s)))
+    if runs.max() <= 8:
+        # few repeats: one fancy-indexed add per repeat depth (no index repeats within one)
+        u = upd[order]
+        for k in range(int(runs.max())):
+            sel = starts[runs > k]
+            out[s[sel]] += u[sel + k]
+    elif len(starts) * len(s) <= 1 << 22 and out.dtype.kind == "f":
+        # many repeats of few rows: a one-hot matmul sums them
+        uniq, inv = s[starts], np.repeat(np.arange(len(starts)), runs)
+        onehot = np.zeros((len(starts), len(s)), dtype=out.dtype)
+        onehot[inv, order] = 1
+        out[uniq] += (onehot @ upd.reshape(len(s), -1)).reshape((len(uniq),) + upd.shape[1:])
+    else:
+        np.add.at(out, idx, upd)
 
 
 def _arange(start, stop, step=1, dtype="int64"):
