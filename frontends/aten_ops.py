@@ -191,6 +191,39 @@ def _squeeze(ctx, x, dims=None):
     return ctx.b.squeeze(x, axes=axes) if axes else x
 
 
+def _slice_scatter(ctx, x, src, dim=0, start=None, end=None, step=1):
+    """x with x[start:end] along dim replaced by src (what torch.export makes
+    of `x[:, a:b] += ...`): the kept head and tail concatenated around src."""
+    dim = _axis(dim, x.rank)
+    size = x.shape[dim]
+    start = 0 if start is None else start
+    end = INT64_MAX if end is None else end
+    if step != 1 or not isinstance(start, int) or not isinstance(end, int) or \
+            ((start < 0 or end < 0) and not isinstance(size, int)):
+        raise UnsupportedError("slice_scatter needs step 1 and static bounds")
+    if isinstance(size, int):
+        start, end = (min(max(v + size if v < 0 else v, 0), size) for v in (start, end))
+    parts = ([_slice(ctx, x, dim, 0, start)] if start > 0 else []) + [src]
+    if not (isinstance(size, int) and end >= size) and end < INT64_MAX:
+        parts.append(_slice(ctx, x, dim, end, None))
+    return _cat(ctx, parts, dim) if len(parts) > 1 else src
+
+
+def _copy(ctx, x, src, non_blocking=False):
+    """The functional form of x.copy_(src): src cast to x's dtype and broadcast to its shape."""
+    b = ctx.b
+    src = _scalar_or_value(ctx, src, x)
+    if src.dtype != x.dtype:
+        src = b.cast(src, dtype=x.dtype)
+    return src if src.shape == x.shape else b.expand(src, shape=x.shape)
+
+
+def _select_scatter(ctx, x, src, dim, index):
+    dim = _axis(dim, x.rank)
+    end = index + 1 if index != -1 else None
+    return _slice_scatter(ctx, x, ctx.b.unsqueeze(src, axes=(dim,)), dim, index, end)
+
+
 def _cat(ctx, tensors, dim=0):
     tensors = [t for t in tensors if not (t.rank == 1 and t.shape[0] == 0)]   # torch ignores empty 1-D
     if len(tensors) == 1:
@@ -627,6 +660,9 @@ ATEN = {
     "t.default": lambda ctx, x: ctx.b.transpose(x, perm=tuple(reversed(range(x.rank)))),
     "unsqueeze.default": _unsqueeze, "squeeze.dims": _squeeze, "squeeze.dim": _squeeze,
     "squeeze.default": _squeeze, "cat.default": _cat, "slice.Tensor": _slice, "select.int": _select,
+    "slice_scatter.default": _slice_scatter, "select_scatter.default": _select_scatter,
+    "copy.default": _copy, "fill.Scalar": lambda ctx, x, value: _full_like(ctx, x, value),
+    "fill.Tensor": lambda ctx, x, value: _copy(ctx, x, value),
     "split_with_sizes.default": _split_with_sizes, "split.Tensor": _split,
     "clone.default": _identity, "alias.default": _identity, "detach.default": _identity,
     "lift_fresh_copy.default": _identity, "contiguous.default": _identity,

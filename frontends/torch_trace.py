@@ -128,6 +128,7 @@ def _translate(ep, name, dim_names):
         else:
             raise UnsupportedError(f"input kind {kind} ({n.name}) is not supported")
     outputs = []
+    keys = op_keys(gm.graph)
     for n in gm.graph.nodes:
         if n.op == "call_function":
             source = _source_line(n)
@@ -139,7 +140,7 @@ def _translate(ep, name, dim_names):
                 continue
             val = n.meta.get("val")
             want = (lambda val=val: torch_dtype_name(val.dtype)) if hasattr(val, "dtype") else None
-            env[n] = t.call(_op_key(n.target), args, kwargs, want, source)
+            env[n] = t.call(keys[n], args, kwargs, want, source)
         elif n.op == "output":
             outputs = _flatten(_map(n.args[0], env, t.ctx))
     user_outputs = [s.arg.name for s in sig.output_specs if s.kind.name == "USER_OUTPUT"]
@@ -241,12 +242,55 @@ def _op_key(target):
 def _unsupported(graph):
     """{op: [count, first source line]} for every op the table lacks."""
     missing = {}
-    for n in graph.nodes:
-        if n.op == "call_function" and n.target is not operator.getitem and _op_key(n.target) not in ATEN:
-            key = _op_key(n.target)
+    keys = op_keys(graph)
+    for n, key in keys.items():
+        if key not in ATEN:
             entry = missing.setdefault(key, [0, _source_line(n)])
             entry[0] += 1
     return missing
+
+
+def op_keys(graph):
+    """{call_function node: ATEN table key}. An in-place op (`out += x` is
+    aten.add_, `relu(inplace=True)` aten.relu_) gets its functional op's key
+    where that cannot change the result: it writes into a fresh op result
+    (not an input, param, buffer or view of another tensor) that nothing
+    reads after the write except through the in-place op's own result."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    keys = {}
+    for n in graph.nodes:
+        if n.op != "call_function" or n.target is operator.getitem:
+            continue
+        key = _op_key(n.target)
+        if key not in ATEN and _safe_in_place(n, order, keys):
+            key = _functional(key)
+        keys[n] = key
+    return keys
+
+
+def _functional(key):
+    name, _, overload = key.partition(".")
+    return f"{name[:-1]}.{overload}"
+
+
+def _returns_alias(target):
+    schema = getattr(target, "_schema", None)
+    return schema is None or any(r.alias_info is not None for r in schema.returns)
+
+
+def _safe_in_place(n, order, keys):
+    import torch.fx
+    key = _op_key(n.target)
+    name = key.partition(".")[0]
+    if not name.endswith("_") or name.startswith("_") or _functional(key) not in ATEN:
+        return False
+    written = n.args[0] if n.args else None
+    if not isinstance(written, torch.fx.Node) or written.op != "call_function" \
+            or written.target is operator.getitem:
+        return False               # an input, a param or buffer
+    if _returns_alias(written.target) and keys.get(written) == _op_key(written.target):
+        return False               # a view: the write would change its base too
+    return all(order[u] < order[n] for u in written.users if u is not n)
 
 
 def _source_line(n):

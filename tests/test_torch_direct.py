@@ -148,7 +148,74 @@ def test_string_conv_padding_falls_back(decompositions):
 def test_zoo_transformers_take_the_direct_path(decompositions):
     pytest.importorskip("transformers")
     from tests.torch_zoo import build
-    for name in ("mlp", "cnn", "bert", "gpt2", "vit"):
+    for name in ("mlp", "cnn", "bert", "gpt2", "vit", "resnet"):
         model, inputs, dyn = build(name)
         irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn)
     assert decompositions == []
+
+
+class Residual(nn.Module):
+    """torchvision's pattern: in-place ReLU and `out += identity`."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.conv(x)
+        out += x
+        return self.relu(out)
+
+
+class ViewWrite(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        v = y[:, :2]
+        v += 1                    # writes into y through a view
+        return y
+
+
+class ReadAfterWrite(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        a = y.add_(1)
+        a.mul_(3)
+        return a + y.sin()        # torch.export reads y through the in-place results
+
+
+@pytest.mark.parametrize("model", [Residual(), ReadAfterWrite()], ids=["residual", "read-after-write"])
+def test_safe_in_place_ops_take_the_direct_path(decompositions, model):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 5)
+    graph = irtool.trace(model.eval(), (x,))
+    assert decompositions == []
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(irtool.run(graph, [x.numpy()])[0]), model(x), **FWD)
+
+
+def test_in_place_write_through_a_view_is_decomposed(decompositions):
+    x = torch.randn(3, 4)
+    graph = irtool.trace(ViewWrite(), (x,))
+    assert decompositions == [1]
+    torch.testing.assert_close(torch.from_numpy(irtool.run(graph, [x.numpy()])[0]), ViewWrite()(x), **FWD)
+
+
+class ViewWrites(nn.Module):
+    """Writes through views: torch.export makes slice_scatter/select_scatter of them."""
+
+    def forward(self, x):
+        y = x * 2
+        y[:, 1:3] += 1
+        y[:, -2:] *= 3
+        y[0] -= 5
+        y[:, -1] = 0.5
+        y[..., :1] = y[..., 2:3]
+        return y
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_writes_through_views_match_torch(batch):
+    x = torch.randn(batch, 6)
+    graph = irtool.trace(ViewWrites(), (torch.randn(2, 6),), dynamic_shapes={"x": {0: "batch"}})
+    torch.testing.assert_close(torch.from_numpy(irtool.run(graph, [x.numpy()])[0]), ViewWrites()(x), **FWD)
