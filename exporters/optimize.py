@@ -28,6 +28,12 @@ params left without uses are dropped. A training step never loses its
 trainable params to this: there they are graph inputs, not params.
 Weights are refolded in float64 and rounded once, so a folded model equals
 the unfolded one up to float32 rounding.
+
+`stop_gradient` nodes stay by default (a TF or torch export is still
+differentiated, and must stop gradients where the IR does).
+`drop_stop_gradient=True` removes those that are not graph outputs (they
+are the identity): for formats with no gradients, such as ONNX, whose graph
+would otherwise carry an Identity node for each.
 """
 import numpy as np
 
@@ -38,8 +44,9 @@ from irtool.ir.transform import prune
 FOLD_LIMIT = 4096   # elements: larger folded results would bloat the file
 
 
-def optimize(graph, fold_params=False):
+def optimize(graph, fold_params=False, drop_stop_gradient=False):
     from irtool.ir.ops import shape_ops
+    from irtool.ir.ops.elementwise import STOP_GRADIENT
     from irtool.runtime.kernels import KERNELS
     b = Builder(graph.name)
     vmap, consts, seen = {}, {}, {}
@@ -55,6 +62,9 @@ def optimize(graph, fold_params=False):
             fx.uses[v] = _use_count(p.value, outputs)
     for n in graph.nodes:
         ins = [vmap[v] for v in n.inputs]
+        if drop_stop_gradient and n.op is STOP_GRADIENT and n.outputs[0] not in outputs:
+            vmap[n.outputs[0]] = ins[0]         # the identity, once nothing will differentiate the graph
+            continue
         simpler = _simplify(b, n, ins, shape_ops)
         if simpler is None:
             simpler = fx.rewrite(n, ins)

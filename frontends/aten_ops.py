@@ -664,7 +664,7 @@ ATEN = {
     "copy.default": _copy, "fill.Scalar": lambda ctx, x, value: _full_like(ctx, x, value),
     "fill.Tensor": lambda ctx, x, value: _copy(ctx, x, value),
     "split_with_sizes.default": _split_with_sizes, "split.Tensor": _split,
-    "clone.default": _identity, "alias.default": _identity, "detach.default": _identity,
+    "clone.default": _identity, "alias.default": _identity, "detach.default": lambda ctx, x: ctx.b.stop_gradient(x),
     "lift_fresh_copy.default": _identity, "contiguous.default": _identity,
     "_to_copy.default": _to_copy, "native_dropout.default": lambda ctx, x, p, train: (x, None),
     "dropout.default": lambda ctx, x, p, train: x,

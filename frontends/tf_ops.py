@@ -240,6 +240,16 @@ def _identity(ctx, op, *xs):
     return list(xs)
 
 
+def _stop_gradient(ctx, op, x):
+    """StopGradient, and PreventGradient (whose gradient TF refuses to take):
+    the IR's stop_gradient. Constants, static shapes and non-float tensors
+    carry no gradient anyway and pass through."""
+    if x.static is not None or x.items is not None or not is_float(x.dtype):
+        return x
+    perm = x.perm if x.value is not None else None
+    return ctx.tensor(ctx.b.stop_gradient(ctx.value(x, perm)), perm)
+
+
 def _selu(b, x):
     alpha, scale = 1.6732632423543772, 1.0507009873554805
     return b.mul(b.elu(x, alpha=alpha), scale)
@@ -1273,8 +1283,8 @@ TABLE = {
     "Const": _const,
     "Identity": _identity,
     "IdentityN": _identity,
-    "StopGradient": _identity,      # the IR has no stop_gradient op yet: see the module doc of tf_trace
-    "PreventGradient": _identity,
+    "StopGradient": _stop_gradient,
+    "PreventGradient": _stop_gradient,
     "Snapshot": _identity,
     "EnsureShape": _identity,
     "CheckNumerics": _identity,

@@ -22,9 +22,8 @@ session)` does the same for TF1 graphs. Calls of other graph functions
   lists of traced tensors.
 - An unmapped op is one UnsupportedError listing every such op with its
   count and the source line that created it.
-- StopGradient passes values through: the IR has no stop-gradient op yet,
-  so IR gradients differ from TF's where it changes them (never for Keras'
-  own layers: their moments use it where the gradient is zero anyway).
+- StopGradient and PreventGradient become the IR's stop_gradient (identity
+  forward, no gradient), so IR gradients match GradientTape's.
 
 The one thing to know: layouts. TF convolutions and pools are channels-last,
 the IR's are channels-first. Every traced tensor carries a layout (a

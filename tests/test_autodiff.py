@@ -508,3 +508,59 @@ def test_unbroadcast_types():
         assert unbroadcast(b, g, x).type == TensorType("float32", shape)
     with pytest.raises(AutodiffError, match="lower rank"):
         unbroadcast(b, b.input("small", "float32", (4,)), g)
+
+
+# -- stop_gradient ------------------------------------------------------------------------
+
+def test_stop_gradient_passes_no_gradient():
+    """Like torch's detach: the value flows on, no gradient flows back through it."""
+    rng = np.random.default_rng(11)
+    b = irtool.Builder()
+    x = b.input("x", "float64", (3, 4))
+    y = b.input("y", "float64", (4,))
+    z = b.input("z", "float64", (3, 1))
+    # z reaches the loss only through stop_gradient; y both ways (broadcast)
+    r = b.add(b.mul(x, b.stop_gradient(b.mul(x, y))), b.mul(b.exp(b.stop_gradient(y)), y))
+    g = b.build([b.reduce_sum(b.mul(r, b.stop_gradient(b.tanh(z))))])
+    xs = [rng.uniform(-1, 1, s) for s in ((3, 4), (4,), (3, 1))]
+    got = irtool.run(irtool.grad(g, wrt=["x", "y", "z"]), xs)
+    tx, ty, tz = (torch.from_numpy(a.copy()).requires_grad_() for a in xs)
+    tl = ((tx * (tx * ty).detach() + torch.exp(ty.detach()) * ty) * torch.tanh(tz).detach()).sum()
+    ref = torch.autograd.grad(tl, [tx, ty, tz], allow_unused=True)
+    close(got[0], tl)
+    for a, r_, t in zip(got[1:], ref, (tx, ty, tz)):
+        close(a, torch.zeros_like(t) if r_ is None else r_)
+    assert not got[3].any() and got[3].shape == (3, 1)
+    # vjp of an output that is stop_gradient of the input: zeros
+    b = irtool.Builder()
+    w = b.input("w", "float32", ("n", 2))
+    out = irtool.run(irtool.vjp(b.build([b.stop_gradient(w)]), wrt=["w"]),
+                     [np.ones((5, 2), np.float32), np.full((5, 2), 3.0, np.float32)])
+    np.testing.assert_array_equal(out[0], np.ones((5, 2)))
+    assert out[1].shape == (5, 2) and not out[1].any()
+
+
+def test_straight_through_estimator():
+    """x + stop_gradient(round(x) - x): forward rounds, backward is the identity."""
+    b = irtool.Builder()
+    x = b.input("x", "float32", ("batch", 3))
+    c = np.array([0.5, -2.0, 3.0], np.float32)
+    q = b.add(x, b.stop_gradient(b.sub(b.round(x), x)))
+    g = b.build([b.reduce_sum(b.mul(q, b.const(c, "float32")))])
+    xv = np.array([[0.2, 1.7, -2.4], [3.1, -0.6, 0.9]], np.float32)
+    loss, gx = irtool.run(irtool.grad(g, wrt=["x"]), [xv])
+    np.testing.assert_allclose(loss, (np.round(xv) * c).sum(), rtol=1e-6)
+    np.testing.assert_array_equal(gx, np.broadcast_to(c, (2, 3)))
+
+
+def test_second_order_through_stop_gradient():
+    shapes = [(3, 4), (3, 4)]
+
+    def f(b, x, y):
+        r = b.add(b.mul(b.mul(x, x), b.stop_gradient(b.mul(x, y))), b.mul(b.exp(b.stop_gradient(y)), y))
+        return b.reduce_sum(b.mul(r, b.stop_gradient(b.sin(x))))
+    first, second = _second_order(
+        _graph(shapes, f), ["in0", "in1"], _inputs(shapes),
+        lambda x, y: ((x * x * (x * y).detach() + torch.exp(y.detach()) * y) * torch.sin(x).detach()).sum())
+    _check_onnx(first, _inputs(shapes))
+    _check_onnx(second, _inputs(shapes))

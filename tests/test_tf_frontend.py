@@ -354,6 +354,65 @@ def test_training_mode_and_unknown_objects_are_refused():
         trace_tf(model, inputs_as_nchw=["nope"])
 
 
+
+class StopGradientModel(tf.Module):
+    """y = x @ w1 + stop_gradient(x @ w2), a straight-through rounding, and a
+    stop_gradient on a variable read: w2 and scale get no gradient in TF."""
+
+    def __init__(self):
+        rng = np.random.default_rng(13)
+        self.w1 = tf.Variable(rng.standard_normal((4, 3)).astype(np.float32), name="w1")
+        self.w2 = tf.Variable(rng.standard_normal((4, 3)).astype(np.float32), name="w2")
+        self.bias = tf.Variable(rng.standard_normal(3).astype(np.float32), name="bias")
+        self.scale = tf.Variable(rng.standard_normal(3).astype(np.float32), name="scale")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def __call__(self, x):
+        y = tf.matmul(x, self.w1) + tf.stop_gradient(tf.matmul(x, self.w2))
+        q = y + tf.stop_gradient(tf.round(y) - y)           # straight-through estimator
+        return tf.tanh(q + self.bias) * tf.stop_gradient(self.scale) + y * self.bias
+
+
+def test_stop_gradient_stops_ir_gradients_like_gradient_tape():
+    m = StopGradientModel()
+    graph = irtool.trace(m)
+    irtool.verify(graph)
+    assert graph.op_histogram()["stop_gradient"] == 3
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    weights = rng.standard_normal((5, 3)).astype(np.float32)
+    b = irtool.Builder("loss")
+    vmap = b.copy_graph(graph)
+    loss = b.build([b.reduce_sum(b.mul(vmap[graph.outputs[0]], b.const(weights, "float32")))])
+    names = ["w1", "w2", "bias", "scale"]
+    assert set(graph.params) == set(names)
+    ours = irtool.run(irtool.grad(loss, wrt=["x", *names]), [x])
+    tx = tf.constant(x)
+    variables = [getattr(m, n) for n in names]
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        total = tf.reduce_sum(m(tx) * weights)
+    theirs = tape.gradient(total, [tx, *variables])
+    np.testing.assert_allclose(ours[0], total.numpy(), **FWD)
+    for name, g, t in zip(["x", *names], ours[1:], theirs):
+        t = np.zeros(g.shape, np.float32) if t is None else np.asarray(tf.convert_to_tensor(t))
+        np.testing.assert_allclose(g, t, **GRAD, err_msg=f"d loss / d {name}")
+    grads = dict(zip(["x", *names], ours[1:]))
+    assert not grads["w2"].any() and not grads["scale"].any(), "w2 and scale get no gradient"
+    assert grads["w1"].any() and grads["bias"].any() and grads["x"].any()
+    # onnxruntime runs the traced graph like TF (ONNX has no gradients: stop_gradient is the identity)
+    for backend in ("numpy", "onnxruntime"):
+        np.testing.assert_allclose(irtool.run(graph, [x], backend=backend)[0], m(x).numpy(), **FWD)
+
+
+def test_stop_gradient_leaves_no_identity_in_onnx():
+    onnx = pytest.importorskip("onnx")
+    graph = irtool.trace(StopGradientModel())
+    proto = irtool.export_onnx(graph)
+    onnx.checker.check_model(proto, full_check=True)
+    assert not [n.name for n in proto.graph.node if n.op_type == "Identity"]
+
+
 # -- single TF ops (the table beyond what the zoo's layers use) ----------------------------
 
 def _r(*shape, seed=0):

@@ -219,3 +219,33 @@ def test_writes_through_views_match_torch(batch):
     x = torch.randn(batch, 6)
     graph = irtool.trace(ViewWrites(), (torch.randn(2, 6),), dynamic_shapes={"x": {0: "batch"}})
     torch.testing.assert_close(torch.from_numpy(irtool.run(graph, [x.numpy()])[0]), ViewWrites()(x), **FWD)
+
+
+class StraightThrough(nn.Module):
+    """detach(): the straight-through estimator and a detached branch get torch's gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        q = h + (torch.round(h) - h).detach()
+        return q * self.b(x).detach() + h
+
+
+def test_detach_stops_gradients_like_torch():
+    torch.manual_seed(0)
+    model = StraightThrough()
+    x = torch.randn(3, 4)
+    graph = irtool.trace(model, (x,))
+    assert "stop_gradient" in graph.op_histogram()
+    weights = torch.randn(3, 4)
+    (model(x) * weights).sum().backward()
+    wrt = [v.name for v in graph.trainable()]
+    got = irtool.run(irtool.vjp(graph, wrt=wrt), [x.numpy(), weights.numpy()])[1:]
+    for name, g in zip(wrt, got):
+        expected = dict(model.named_parameters())[name].grad
+        expected = torch.zeros_like(dict(model.named_parameters())[name]) if expected is None else expected
+        torch.testing.assert_close(torch.from_numpy(np.asarray(g)), expected, **GRAD, msg=lambda m: f"{name}: {m}")

@@ -43,7 +43,7 @@ def to_model(graph, opset=None, optimize=True, external=None, fold_params=False)
     supported = supported_ops(opset)
     graph = decompose(graph, supported)
     if optimize:
-        graph = optimize_graph(graph, fold_params=fold_params)
+        graph = optimize_graph(graph, fold_params=fold_params, drop_stop_gradient=True)
     require_supported(graph, supported, "no ONNX lowering for")
     ctx = LoweringContext(graph, opset, external)
     outputs = set(graph.outputs)

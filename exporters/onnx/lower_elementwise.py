@@ -103,6 +103,7 @@ LOWERINGS = {
     ops.LOGICAL_OR: simple("Or"),
     ops.WHERE: simple("Where"),
     ops.CLIP: _clip,
+    ops.STOP_GRADIENT: simple("Identity"),  # no gradients in ONNX; optimize(drop_stop_gradient=True) drops it
     ops.CAST: lambda ctx, node: ctx.emit("Cast", node.inputs, node.outputs,
                                          to=onnx_dtype(node.attrs["dtype"])),
 }

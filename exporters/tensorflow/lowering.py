@@ -169,6 +169,7 @@ ELEMENTWISE = {
     eops.LOGICAL_OR: tf.logical_or,
     eops.WHERE: tf.where,
     eops.CLIP: _clip,
+    eops.STOP_GRADIENT: tf.stop_gradient,
     eops.CAST: lambda x, dtype: tf.cast(x, tf_dtype(dtype)),
 }
 

@@ -127,6 +127,7 @@ ELEMENTWISE = {
     eops.LOGICAL_OR: torch.logical_or,
     eops.WHERE: torch.where,
     eops.CLIP: _clip,
+    eops.STOP_GRADIENT: torch.Tensor.detach,
     eops.CAST: lambda x, dtype: x.to(torch_dtype(dtype)),
 }
 

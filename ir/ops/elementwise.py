@@ -1,10 +1,12 @@
 """Elementwise ops: unary math, broadcasting binaries, comparisons, logic,
-where/clip/cast. Broadcast gradients are returned at the output's shape; the
-autodiff pass sums them back to each input's shape.
+where/clip/stop_gradient/cast. Broadcast gradients are returned at the
+output's shape; the autodiff pass sums them back to each input's shape.
 
 Semantics follow numpy/torch: `div` on integers truncates toward zero, `mod`
 is the floor remainder (sign of the divisor), `round` is half to even, and
-piecewise-constant ops (floor, ceil, round, sign) have zero gradients."""
+piecewise-constant ops (floor, ceil, round, sign) have zero gradients;
+`stop_gradient` is the identity that passes no gradient back (torch's
+detach, tf.stop_gradient)."""
 import math
 
 import numpy as np
@@ -13,7 +15,7 @@ from irtool.errors import IRTypeError
 from irtool.ir.dtypes import check_dtype
 from irtool.ir.graph import TensorType
 from irtool.ir.opdef import OpDef, Sample, register
-from irtool.ir.ops.infer import arity, broadcast_binary, compare_binary, float_unary, same_dtype
+from irtool.ir.ops.infer import arity, broadcast_binary, compare_binary, float_unary, same_dtype, unary
 from irtool.ir.ops.sampling import bools, ints, positive, rand
 from irtool.ir.shapes import broadcast
 
@@ -335,7 +337,7 @@ LOGICAL_AND = register(OpDef("logical_and", bool_binary, differentiable=False, s
 LOGICAL_OR = register(OpDef("logical_or", bool_binary, differentiable=False, samples=_logic_samples))
 
 
-# -- where, clip, cast ------------------------------------------------------------------
+# -- where, clip, stop_gradient, cast ---------------------------------------------------
 
 def _where_infer(types, attrs):
     cond, x, y = types
@@ -392,6 +394,21 @@ CLIP = register(OpDef(
         Sample((rand(rng, 4),), {}),
         Sample((signed_ints(rng, 3, 4),), {"min": -2.0, "max": 3.0})],
     doc="clip(x, min=None, max=None): min/max are numbers; gradient passes where min <= x <= max"))
+
+
+def _stop_gradient_samples(rng):
+    # finite differences see the identity; the gradient is zero by definition
+    # (torch's detach, tf.stop_gradient): checked against torch.autograd only
+    return [Sample((rand(rng, 3, 4),), finite_differences=False),
+            Sample((rand(rng, 2, 1, 5),), finite_differences=False),
+            Sample((rand(rng),), finite_differences=False),
+            Sample((signed_ints(rng, 3, 4),)),
+            Sample((bools(rng, 4),))]
+
+
+STOP_GRADIENT = register(OpDef(
+    "stop_gradient", unary, vjp=lambda b, node, g: (None,), samples=_stop_gradient_samples,
+    doc="the identity forward; no gradient reaches x (torch's x.detach(), tf.stop_gradient)"))
 
 
 def _cast_infer(types, attrs):

@@ -16,6 +16,12 @@ def _clip(x, min=None, max=None):
     return torch.clamp(x, min=min, max=max).to(x.dtype)   # int x with float bounds promotes
 
 
+def _stop_gradient(x):
+    # x.detach(), kept in autograd's graph with an exactly zero gradient (the where
+    # never picks x) so the harness's torch.autograd.grad gets zeros instead of raising
+    return torch.where(torch.tensor(True), x.detach(), x)
+
+
 ORACLES = {
     "neg": torch.neg,
     "abs": torch.abs,
@@ -54,5 +60,6 @@ ORACLES = {
     "logical_or": torch.logical_or,
     "where": torch.where,
     "clip": _clip,
+    "stop_gradient": _stop_gradient,
     "cast": lambda x, dtype: x.to(torch_dtype(dtype)),
 }
