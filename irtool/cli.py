@@ -206,10 +206,15 @@ def cmd_convert(args):
     if args.to == "onnx":
         from irtool.exporters.onnx import export_onnx
         fold = not args.keep_params
-        if args.verify:                      # before writing: a mismatch leaves no file behind
-            _verify(graph, export_onnx(graph, None, opset=args.opset, fold_params=fold), reference=reference)
-        with Progress(f"exporting {len(graph.nodes)} ops to ONNX"):
-            export_onnx(graph, out, opset=args.opset, fold_params=fold)
+        if args.verify:                      # verified before writing: a mismatch leaves no file behind
+            from irtool.exporters.onnx import write_model
+            with Progress(f"exporting {len(graph.nodes)} ops to ONNX"):
+                model = export_onnx(graph, None, opset=args.opset, fold_params=fold)
+            _verify(graph, model, reference=reference)
+            write_model(model, out)          # the very model that was verified, exported once
+        else:
+            with Progress(f"exporting {len(graph.nodes)} ops to ONNX"):
+                export_onnx(graph, out, opset=args.opset, fold_params=fold)
     elif args.to == "savedmodel":
         from irtool.exporters.tensorflow import save_savedmodel
         if args.verify:
