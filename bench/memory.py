@@ -4,6 +4,7 @@ builds the model, reports its resident size, converts, and exits. The child
 is killed when it passes the memory limit, so a runaway converter cannot
 exhaust the machine."""
 import os
+import re
 import shutil
 
 from bench.measure import Stats, run_with_peak_memory
@@ -19,6 +20,11 @@ CONVERT = {
     "irtool": """
 import irtool
 graph = irtool.trace(model, example)
+irtool.export_onnx(graph, OUT)
+""",
+    "irtool, share_params=True": """
+import irtool
+graph = irtool.trace(model, example, share_params=True)
 irtool.export_onnx(graph, OUT)
 """,
     "torch.onnx.export(dynamo=True)": """
@@ -60,25 +66,29 @@ def run_memory(ctx):
     label = f"{layers} x Linear({WIDTH}, {WIDTH})"
     results = {}
     for name, convert in CONVERT.items():
-        folder = ctx.path(f"large.{name.split('(')[0]}")
+        folder = ctx.path("large." + re.sub(r"\W+", "_", name.split("(")[0]).strip("_"))
         os.makedirs(folder, exist_ok=True)
         out = os.path.join(folder, "model.onnx")
         print(f"  memory {name} ({label}, limit {limit / 2**30:.1f} GiB)", flush=True)
         res = run_with_peak_memory(CHILD.format(out=out, model=model_src, convert=convert), limit)
         shutil.rmtree(folder, ignore_errors=True)       # the file and its external data
         results[name] = res
-    ours_res = results["irtool"]
+    pbytes = next((r.report["param_bytes"] for r in results.values() if r.report.get("param_bytes")), None)
+    size = f"linear stack ({pbytes / 1e9:.1f} GB)" if pbytes else "linear stack"
     rows = []
-    pbytes = ours_res.report.get("param_bytes") or results["torch.onnx.export(dynamo=True)"].report.get("param_bytes")
-    ours, ours_note = _factor(ours_res, pbytes)
-    for name, res in results.items():
-        if name == "irtool":
+    for ours_name, ours_res in results.items():
+        if not ours_name.startswith("irtool"):
             continue
-        theirs, their_note = _factor(res, pbytes)
-        notes = [f"{label}, {pbytes / 1e9:.2f} GB params" if pbytes else label, f"ours {ours_note}",
-                 f"peer {their_note}"]
-        rows.append(Row("memory", f"linear stack ({pbytes / 1e9:.1f} GB)" if pbytes else "linear stack",
-                        name, ours, theirs, "; ".join(notes)))
+        ours, ours_note = _factor(ours_res, pbytes)
+        variant = ours_name.partition(", ")[2]
+        for name, res in results.items():
+            if name.startswith("irtool"):
+                continue
+            theirs, their_note = _factor(res, pbytes)
+            notes = [f"{label}, {pbytes / 1e9:.2f} GB params" if pbytes else label, f"ours {ours_note}",
+                     f"peer {their_note}"]
+            rows.append(Row("memory", f"{size}, {variant}" if variant else size, name, ours, theirs,
+                            "; ".join(notes)))
     return rows
 
 

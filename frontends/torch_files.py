@@ -65,7 +65,8 @@ def pt2_graph(path, trust_code=False, name=None, dim_names=None):
     except NotNative:
         pass
     ep = load_pt2(path, trust_code)
-    return from_exported_program(ep, name=name or "model", dim_names=dim_names), ep
+    # the program is ours alone: its weights need no snapshot copy
+    return from_exported_program(ep, name=name or "model", dim_names=dim_names, copy_params=False), ep
 
 
 def load_pt2(path, trust_code=False):
@@ -198,9 +199,9 @@ def convert_file(path, trust_code=False, input_specs=(), dynamic=None):
                 raise UnsupportedError("--dynamic is not supported for TorchScript files (their converter "
                                        "fixes shapes); save the model with torch.export.save instead")
             from torch._export.converter import TS2EPConverter
-            graph = from_exported_program(TS2EPConverter(module, args).convert(), name=name)
-        else:
-            graph = trace(module, args, dynamic_shapes=dynamic or None, name=name)
+            graph = from_exported_program(TS2EPConverter(module, args).convert(), name=name, copy_params=False)
+        else:       # a module loaded from the file, never changed after: no snapshot copy
+            graph = trace(module, args, dynamic_shapes=dynamic or None, name=name, share_params=True)
 
     def reference(arrays):
         with torch.no_grad():

@@ -56,7 +56,11 @@ def _dynamic_spec(module, dynamic_shapes):
     return type(dynamic_shapes)(conv(a, s) for a, s in zip(params, dynamic_shapes)), names
 
 
-def trace(module, example_inputs, dynamic_shapes=None, name=None):
+def trace(module, example_inputs, dynamic_shapes=None, name=None, share_params=False):
+    """IR graph of `module`. Params are copied, so the graph stays as traced
+    when the module trains on; `share_params=True` skips the copy (the
+    graph reads the module's own memory, read-only on the IR side: for a
+    one-shot conversion of a large model, whose module is not changed after)."""
     import torch
     if not isinstance(module, torch.nn.Module):
         raise IRToolError(f"trace expects a torch.nn.Module, got {type(module).__name__}")
@@ -67,16 +71,17 @@ def trace(module, example_inputs, dynamic_shapes=None, name=None):
     except Exception as e:  # torch's own message says what it could not capture
         raise IRToolError(f"torch.export could not capture {type(module).__name__}: "
                           f"{str(e).strip().splitlines()[0]}") from e
-    return from_exported_program(ep, name=name or type(module).__name__, dim_names=dim_names)
+    return from_exported_program(ep, name=name or type(module).__name__, dim_names=dim_names,
+                                 copy_params=not share_params)
 
 
-def from_exported_program(ep, name="model", dim_names=None):
+def from_exported_program(ep, name="model", dim_names=None, copy_params=True):
     """Translate torch.export's graph directly when the table maps every op
     in it (no decomposition retrace: the fast path for common models);
     otherwise decompose to core ATen first."""
     if not _unsupported(ep.graph_module.graph):
         try:
-            return _translate(ep, name, dim_names)
+            return _translate(ep, name, dim_names, copy_params)
         except NeedsDecomposition:
             pass
     ep = ep.run_decompositions(_decomposition_table())
@@ -84,10 +89,10 @@ def from_exported_program(ep, name="model", dim_names=None):
     if missing:
         lines = [f"{k} (x{c}{', from ' + src if src else ''})" for k, (c, src) in sorted(missing.items())]
         raise UnsupportedError(f"{len(missing)} unsupported ATen op(s): " + "; ".join(lines))
-    return _translate(ep, name, dim_names)
+    return _translate(ep, name, dim_names, copy_params)
 
 
-def _translate(ep, name, dim_names):
+def _translate(ep, name, dim_names, copy_params=True):
     """Walk the FX graph of `ep`; the per-node work is Translator's, shared
     with the .pt2 reader (frontends/pt2_reader.py)."""
     import torch
@@ -116,8 +121,7 @@ def _translate(ep, name, dim_names):
                 tensor = consts.get(spec.target)
             if tensor is None:
                 raise IRToolError(f"exported program has no data for {spec.target!r}")
-            # copy: the IR must not share memory with the live module (training would alias it)
-            data = tensor.detach().cpu().numpy().copy() if hasattr(tensor, "numpy") else np.array(tensor)
+            data = _param_array(tensor, copy_params)
             want = "float32" if val is not None and str(val.dtype) == "torch.float32" else None
             env[n] = t.param(spec.target, data, kind, want)
         elif kind == "USER_INPUT":
@@ -145,6 +149,19 @@ def _translate(ep, name, dim_names):
             outputs = _flatten(_map(n.args[0], env, t.ctx))
     user_outputs = [s.arg.name for s in sig.output_specs if s.kind.name == "USER_OUTPUT"]
     return t.finish(outputs, len(user_outputs), ep.call_spec.out_spec)
+
+
+def _param_array(tensor, copy):
+    """A param's data: a copy (the live module may change after tracing), or
+    with copy=False the tensor's own memory, made read-only for the IR."""
+    if not hasattr(tensor, "numpy"):
+        return np.array(tensor)
+    data = tensor.detach().cpu().numpy()
+    if copy:
+        return data.copy()
+    data = data.view()
+    data.flags.writeable = False
+    return data
 
 
 def input_symbols(user_dims, dim_names):

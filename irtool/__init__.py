@@ -43,6 +43,9 @@ def trace(model, example_inputs=None, dynamic_shapes=None, **options):
 
     torch.nn.Module: through torch.export; `dynamic_shapes` maps forward
     argument names to {axis: "symbol"} (or torch.export.Dim objects).
+    Params are copied (the graph stays as traced when the module trains
+    on); `share_params=True` reads the module's memory instead, for a
+    one-shot conversion of a large model that is not changed afterwards.
     keras.Model / tf.Module / tf.function / SavedModel path: through a
     concrete function; `options` go to frontends.tf_trace.trace_tf
     (input_signature, inputs_as_nchw, trust_code)."""

@@ -144,6 +144,30 @@ def test_traced_params_do_not_alias_the_module():
     np.testing.assert_array_equal(graph.params["weight"].data, before)
 
 
+def test_share_params_reads_the_module_memory_read_only(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    graph = irtool.trace(model, (x,), share_params=True)
+    weight = graph.params["0.weight"].data
+    assert np.shares_memory(weight, model[0].weight.detach().numpy())
+    assert not weight.flags.writeable             # the IR side cannot write into the module
+    with pytest.raises(ValueError):
+        weight[0, 0] = 1.0
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(torch.from_numpy(irtool.run(graph, [x.numpy()])[0]), expected, **FWD)
+    onnx_out = irtool.run(graph, [x.numpy()], backend="onnxruntime")[0]
+    torch.testing.assert_close(torch.from_numpy(onnx_out), expected, **FWD)
+    irtool.export_onnx(graph, tmp_path / "m.onnx")
+    # training in the IR works on its own copy: the module is left as it was
+    before = model[0].weight.detach().clone()
+    trainer = irtool.Trainer(graph, loss="mse", optimizer=irtool.optim.SGD(0.1))
+    trainer.step(x.numpy(), np.zeros((5, 2), np.float32))
+    assert not np.allclose(trainer.params["0.weight"], before.numpy())
+    torch.testing.assert_close(model[0].weight.detach(), before)
+
+
 def test_embedding_padding_idx_gets_no_gradient():
     emb = torch.nn.Embedding(10, 4, padding_idx=0)
     ids = torch.tensor([[0, 3, 0, 7]])
