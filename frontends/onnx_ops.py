@@ -143,6 +143,17 @@ for _onnx, _ir in {"Neg": "neg", "Abs": "abs", "Sign": "sign", "Exp": "exp", "Lo
     OPS[_onnx] = _unary(_ir)
 
 
+def _erfc(ctx, node):
+    """Not an ONNX op: tf2onnx 1.17 writes Keras' gelu with it in the default
+    domain (a file onnx.checker and onnxruntime refuse). Read as 1 - erf(x),
+    so such files still import."""
+    x = ctx.value(node, 0)
+    return ctx.b.sub(ctx.b.const(1.0, x.dtype), ctx.b.erf(x))
+
+
+OPS["Erfc"] = _erfc
+
+
 def _binary(ir_name):
     def handler(ctx, node):
         return getattr(ctx.b, ir_name)(ctx.value(node, 0), ctx.value(node, 1))

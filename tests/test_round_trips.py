@@ -134,12 +134,10 @@ def _compare(source_result, hop_result, graph, keep_params, label, layout_graph=
             np.testing.assert_allclose(ours, g, **GRAD, err_msg=f"{label}: d loss / d {name}")
 
 
-_ERFC = "tf2onnx writes gelu as an Erfc node, which is not an ONNX op (its file is invalid)"
 _PAD = ("ONNX has no padding_idx: through ONNX the embedding's padding row gets a gradient, which torch "
         "withholds (forward and input gradients still match)")
 _GPT2_PEER = "torch.onnx.export(dynamo=False) cannot call GPT2Model with our inputs (use_cache passed twice)"
 KNOWN_GAPS = {
-    ("keras", "activations", "peer-onnx->torch"): _ERFC, ("keras", "activations", "peer-onnx->tensorflow"): _ERFC,
     ("torch", "bert", "onnx->torch"): _PAD, ("torch", "bert", "onnx->tensorflow"): _PAD,
     ("torch", "bert", "peer-onnx->torch"): _PAD, ("torch", "bert", "peer-onnx->tensorflow"): _PAD,
     ("torch", "gpt2", "peer-onnx->torch"): _GPT2_PEER, ("torch", "gpt2", "peer-onnx->tensorflow"): _GPT2_PEER,

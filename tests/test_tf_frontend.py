@@ -196,6 +196,11 @@ def test_gelu_dense_that_tf2onnx_exports_as_an_invalid_erfc_node():
     x = np.random.default_rng(7).standard_normal((6, 4)).astype(np.float32) * 3
     for backend in ("numpy", "onnxruntime"):
         np.testing.assert_allclose(irtool.run(graph, [x], backend=backend)[0], _call(model, [x])[0], **FWD)
+    # tf2onnx's invalid file still imports (Erfc read as 1 - erf) and exports as a valid one
+    imported = irtool.import_onnx(theirs)
+    onnx.checker.check_model(irtool.export_onnx(imported), full_check=True)
+    for backend in ("numpy", "onnxruntime"):
+        np.testing.assert_allclose(irtool.run(imported, [x], backend=backend)[0], _call(model, [x])[0], **FWD)
 
 
 # -- entry points ---------------------------------------------------------------------
