@@ -214,7 +214,7 @@ class _Reader:
         gm = program["graph_module"]
         g = gm["graph"]
         nodes = g["nodes"]
-        keys = [_op_key(n["target"]) for n in nodes]
+        keys = _keys(nodes, g["outputs"])
         missing = sorted({k for k in keys if k not in ATEN})
         if missing:
             raise NotNative(f"ops outside the ATen table: {', '.join(missing)}")
@@ -311,6 +311,47 @@ class _Reader:
             else:
                 raise NotNative(f"{key}: argument {a.name!r} is missing")
         return args, {k: v for k, (v, _) in given.items()}
+
+
+def _keys(nodes, graph_outputs):
+    """The ATEN key of each node, in-place ops as the live path's
+    in_place_key says (read_after: a later node or a graph output reads the
+    written tensor)."""
+    from irtool.frontends.aten_ops import ATEN
+    from irtool.frontends.torch_trace import in_place_key
+    last_read = {}
+    for i, node in enumerate(nodes):
+        for inp in node["inputs"]:
+            for name in _tensor_names(inp["arg"]):
+                last_read[name] = i
+    for o in graph_outputs:
+        for name in _tensor_names(o):
+            last_read[name] = len(nodes)
+    keys, made_by = [], {}
+    for i, node in enumerate(nodes):
+        key = _op_key(node["target"])
+        first = node["inputs"][0]["arg"] if node["inputs"] else {}
+        if key not in ATEN and "as_tensor" in first:
+            written = first["as_tensor"]["name"]
+            key = in_place_key(key, made_by.get(written), last_read.get(written, i) > i) or key
+        keys.append(key)
+        outs = node["outputs"]
+        if len(outs) == 1 and "as_tensor" in outs[0]:
+            made_by[outs[0]["as_tensor"]["name"]] = key
+    return keys
+
+
+def _tensor_names(arg):
+    """Names of the tensors a serialized argument refers to."""
+    if "as_tensor" in arg:
+        return [arg["as_tensor"]["name"]]
+    if "as_tensors" in arg:
+        return [t["name"] for t in arg["as_tensors"]]
+    if "as_optional_tensor" in arg:
+        return _tensor_names(arg["as_optional_tensor"])
+    if "as_optional_tensors" in arg:
+        return [n for t in arg["as_optional_tensors"] for n in _tensor_names(t)]
+    return []
 
 
 def _op_key(target):

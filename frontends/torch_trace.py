@@ -268,46 +268,48 @@ def _unsupported(graph):
 
 
 def op_keys(graph):
-    """{call_function node: ATEN table key}. An in-place op (`out += x` is
-    aten.add_, `relu(inplace=True)` aten.relu_) gets its functional op's key
-    where that cannot change the result: it writes into a fresh op result
-    (not an input, param, buffer or view of another tensor) that nothing
-    reads after the write except through the in-place op's own result."""
+    """{call_function node: ATEN table key}, in-place ops as in_place_key says."""
+    import torch.fx
     order = {n: i for i, n in enumerate(graph.nodes)}
     keys = {}
     for n in graph.nodes:
         if n.op != "call_function" or n.target is operator.getitem:
             continue
         key = _op_key(n.target)
-        if key not in ATEN and _safe_in_place(n, order, keys):
-            key = _functional(key)
+        if key not in ATEN:
+            written = n.args[0] if n.args else None
+            if isinstance(written, torch.fx.Node):
+                read_after = any(order[u] > order[n] for u in written.users if u is not n)
+                key = in_place_key(key, keys.get(written), read_after) or key
         keys[n] = key
     return keys
 
 
-def _functional(key):
-    name, _, overload = key.partition(".")
-    return f"{name[:-1]}.{overload}"
-
-
-def _returns_alias(target):
-    schema = getattr(target, "_schema", None)
-    return schema is None or any(r.alias_info is not None for r in schema.returns)
-
-
-def _safe_in_place(n, order, keys):
-    import torch.fx
-    key = _op_key(n.target)
+def in_place_key(key, written_by, read_after):
+    """The functional form's key of an in-place op (`out += x` is aten.add_,
+    `relu(inplace=True)` aten.relu_) where translating it so cannot change
+    the result, else None. Safe when the written tensor is the single result
+    of an op translated by key `written_by` (None: a graph input, param,
+    buffer or an item of a multi-output op) that returns no view of its
+    inputs (a write into a view changes its base too), and nothing reads the
+    written tensor after the write (`read_after`)."""
     name = key.partition(".")[0]
-    if not name.endswith("_") or name.startswith("_") or _functional(key) not in ATEN:
-        return False
-    written = n.args[0] if n.args else None
-    if not isinstance(written, torch.fx.Node) or written.op != "call_function" \
-            or written.target is operator.getitem:
-        return False               # an input, a param or buffer
-    if _returns_alias(written.target) and keys.get(written) == _op_key(written.target):
-        return False               # a view: the write would change its base too
-    return all(order[u] < order[n] for u in written.users if u is not n)
+    functional = f"{name[:-1]}.{key.partition('.')[2]}"
+    if key in ATEN or not name.endswith("_") or name.startswith("_") or functional not in ATEN:
+        return None
+    if written_by is None or read_after or written_by.startswith("<") or _returns_alias(written_by):
+        return None
+    return functional
+
+
+def _returns_alias(key):
+    import torch
+    op, _, overload = key.rpartition(".")
+    try:
+        schema = getattr(getattr(torch.ops.aten, op), overload)._schema
+    except (AttributeError, RuntimeError):
+        return True
+    return any(r.alias_info is not None for r in schema.returns)
 
 
 def _source_line(n):

@@ -25,7 +25,7 @@ from tests.torch_zoo import ZOO, build  # noqa: E402
 TOL = dict(rtol=1e-4, atol=1e-5)
 # zoo models the native reader leaves to torch.export.load, and why: ops outside
 # the ATen table, which the live path decomposes to core ATen first
-FALLBACK = {"lstm": "lstm.input", "gru": "gru.input", "resnet": "add_.Tensor"}
+FALLBACK = {"lstm": "lstm.input", "gru": "gru.input"}
 # modules torch.export.load pulls in and `import torch` alone does not
 # (torch 2.13's `import torch` already imports the torch.export package itself)
 HEAVY = ("torch._dynamo", "torch._export.serde.serialize", "torch.export.pt2_archive", "sympy")
@@ -287,3 +287,20 @@ def test_corrupted_model_json_is_one_clear_line(saved, tmp_path):
     assert p.returncode == 1
     assert p.stderr.startswith("irtool: error:") and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert "model.json" in p.stderr and not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("name,native", [("Residual", True), ("ReadAfterWrite", True), ("ViewWrite", False)])
+def test_in_place_ops_read_natively_where_the_live_path_translates_them(tmp_path, name, native):
+    """`out += x` and in-place ReLU read natively, as the live path translates
+    them; a write through a view falls back (the live path decomposes it)."""
+    import tests.test_torch_direct as direct
+    torch.manual_seed(0)
+    model = getattr(direct, name)().eval()
+    x = torch.randn(2, 3, 5, 5)
+    path = str(tmp_path / "m.pt2")
+    torch.export.save(torch.export.export(model, (x,)), path)
+    graph, ep = pt2_graph(path, name=name)
+    assert (ep is None) == native
+    with torch.no_grad():
+        expected = model(x.clone())
+    np.testing.assert_allclose(irtool.run(graph, [x.numpy()])[0], expected.numpy(), **TOL)
