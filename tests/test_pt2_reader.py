@@ -20,7 +20,8 @@ from irtool.frontends.pt2_reader import NotNative, read_pt2  # noqa: E402
 from irtool.frontends.torch_files import flatten_outputs, load_pt2, pt2_graph  # noqa: E402
 from irtool.frontends.torch_trace import from_exported_program  # noqa: E402
 from irtool.sources import open_model  # noqa: E402
-from tests.torch_zoo import ZOO, build  # noqa: E402
+from tests.security.corpus import small_pt2_bytes  # noqa: E402
+from tests.torch_zoo import ZOO, memo  # noqa: E402
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 # zoo models the native reader leaves to torch.export.load, and why: ops outside
@@ -36,20 +37,14 @@ def saved(tmp_path_factory):
     """get(name) -> (model, inputs, dynamic names, path of its .pt2, the exported
     program saved there), saved once."""
     folder = tmp_path_factory.mktemp("pt2")
-    cache = {}
 
-    def get(name):
-        if name not in cache:
-            if ZOO[name][3]:
-                pytest.importorskip("transformers")
-            model, inputs, dyn = build(name)
-            spec = {arg: {axis: torch.export.Dim.DYNAMIC for axis in axes} for arg, axes in dyn.items()}
-            ep = torch.export.export(model, inputs(2, 5), dynamic_shapes=spec)
-            path = folder / f"{name}.pt2"
-            torch.export.save(ep, path)
-            cache[name] = (model, inputs, dyn, path, ep)
-        return cache[name]
-    return get
+    def make(name, model, inputs, dyn):
+        spec = {arg: {axis: torch.export.Dim.DYNAMIC for axis in axes} for arg, axes in dyn.items()}
+        ep = torch.export.export(model, inputs(2, 5), dynamic_shapes=spec)
+        path = folder / f"{name}.pt2"
+        torch.export.save(ep, path)
+        return model, inputs, dyn, path, ep
+    return memo(make)
 
 
 def _summary(g):
@@ -227,22 +222,12 @@ class _Payload:
         return (os.system, (f"touch {self.canary}",))
 
 
-class WithConstant(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(3, 2)
-        self.k = torch.ones(2) * 3
-
-    def forward(self, x):
-        return self.fc(x) + self.k
-
-
 @pytest.mark.parametrize("member,config", [("constants/tensor_0", "model_constants_config.json"),
                                            ("weights/weight_0", "model_weights_config.json"),
                                            ("sample_inputs/model.pt", None)])
 def test_pickled_payloads_are_refused_as_before(tmp_path, member, config):
     src = tmp_path / "small.pt2"
-    torch.export.save(torch.export.export(WithConstant().eval(), (torch.randn(2, 3),)), src)
+    src.write_bytes(small_pt2_bytes())                      # a Linear plus tensor constants
     read_pt2(src)                                          # the clean archive reads natively
     canary = tmp_path / "canary"
 
@@ -268,7 +253,7 @@ def test_pickled_payloads_are_refused_as_before(tmp_path, member, config):
 
 def test_truncated_tensor_bytes_are_not_read_past_the_end(tmp_path):
     src = tmp_path / "small.pt2"
-    torch.export.save(torch.export.export(WithConstant().eval(), (torch.randn(2, 3),)), src)
+    src.write_bytes(small_pt2_bytes())                      # a Linear plus tensor constants
     cut = _rewrite(src, tmp_path / "cut.pt2",
                    lambda name, data: data[:8] if name.endswith("weights/weight_0") else data)
     with pytest.raises(NotNative):

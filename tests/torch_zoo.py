@@ -142,23 +142,30 @@ def _randomize_norm_stats(model):
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
-def tracer(convert=None):
-    """A memoising get(name) -> (model, inputs, graph, convert(graph) or None)
-    for module-scoped fixtures: each model is traced once per test module."""
+def memo(make):
+    """A memoising get(name) -> make(name, model, inputs, dynamic_shapes) for
+    module-scoped fixtures: each model is built once (and skipped when it
+    needs transformers and that is missing)."""
     import pytest
-
-    import irtool
     cache = {}
 
     def get(name):
         if name not in cache:
             if ZOO[name][3]:
                 pytest.importorskip("transformers")
-            model, inputs, dyn = build(name)
-            graph = irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn)
-            cache[name] = (model, inputs, graph, convert(graph) if convert else None)
+            cache[name] = make(name, *build(name))
         return cache[name]
     return get
+
+
+def tracer(convert=None):
+    """memo of (model, inputs, graph, convert(graph) or None): each model traced once."""
+    import irtool
+
+    def make(name, model, inputs, dyn):
+        graph = irtool.trace(model, inputs(2, 5), dynamic_shapes=dyn)
+        return model, inputs, graph, convert(graph) if convert else None
+    return memo(make)
 
 
 def float_outputs(model, args):
