@@ -28,7 +28,8 @@ def single_op_graph(op, sample, cast64=False):
 
 def loss_graph(graph, rng):
     """Append loss = sum_i sum(out_i * c_i) over float outputs, with fixed random
-    cotangents c_i; returns the new graph and the cotangents."""
+    cotangents c_i; returns the new graph and the cotangents ((None, None)
+    when no output is float)."""
     b = irtool.Builder(graph.name + "_loss")
     vmap = b.copy_graph(graph)
     terms, cots = [], []
@@ -38,6 +39,8 @@ def loss_graph(graph, rng):
         c = rng.uniform(-1, 1, size=[int(d) for d in o.shape]).astype(o.dtype)
         cots.append(c)
         terms.append(b.reduce_sum(b.mul(vmap[o], b.const(c, o.dtype))))
+    if not terms:
+        return None, None
     loss = terms[0]
     for t in terms[1:]:
         loss = b.add(loss, t)

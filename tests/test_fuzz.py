@@ -38,6 +38,7 @@ import irtool
 from irtool.errors import IRToolError
 from irtool.ir.dtypes import check_dtype, is_float
 from irtool.ir.opdef import REGISTRY
+from tests.op_harness import loss_graph
 
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
@@ -397,25 +398,6 @@ def _to_torch():
         return None
 
 
-def _loss_graph(graph, rng):
-    """loss = sum_i sum(out_i * c_i) over the float outputs (c_i fixed random)."""
-    b = irtool.Builder(graph.name + "_loss")
-    vmap = b.copy_graph(graph)
-    terms, cots = [], []
-    for o in graph.outputs:
-        if not is_float(o.dtype):
-            continue
-        c = rng.uniform(-1, 1, size=[int(d) for d in o.shape]).astype(o.dtype)
-        cots.append(c)
-        terms.append(b.reduce_sum(b.mul(vmap[o], b.const(c, o.dtype))))
-    if not terms:
-        return None, None
-    loss = terms[0]
-    for t in terms[1:]:
-        loss = b.add(loss, t)
-    return b.build([loss]), cots
-
-
 LEGS = ("decomposed", "ort", "onnx_roundtrip", "irz", "torch_oracle", "to_torch", "grad", "grad2", "grad_ort")
 
 
@@ -491,7 +473,7 @@ def check_program(prog, legs=LEGS, opset=None):
         ran.append("torch_oracle")
     if "grad" in legs or "grad_ort" in legs:
         wrt = [i for i, a in enumerate(a64) if a.dtype == np.float64]
-        lg64, cots = _loss_graph(g64, np.random.default_rng(prog.seed))
+        lg64, cots = loss_graph(g64, np.random.default_rng(prog.seed))
         if lg64 is None or not wrt:
             return ran
         if ("grad" in legs or "grad2" in legs) and with_oracle and prog.grad_ok:
@@ -514,7 +496,7 @@ def check_program(prog, legs=LEGS, opset=None):
             if "grad2" in legs and prog.grad2_ok and _check_second_order(prog, gg64, a64, wrt, names, theirs, ts):
                 ran.append("grad2")
         if "grad_ort" in legs and prog.grad_ok:
-            lg32, _ = _loss_graph(g32, np.random.default_rng(prog.seed))
+            lg32, _ = loss_graph(g32, np.random.default_rng(prog.seed))
             gg32 = irtool.grad(lg32, wrt=[names[i] for i in wrt])
             gg64 = irtool.grad(lg64, wrt=[names[i] for i in wrt])
             r32, r64 = irtool.run(gg32, a32), irtool.run(gg64, a64)
