@@ -707,6 +707,46 @@ def _op_text(op_type):
     return op_type.decode("utf-8", "backslashreplace") if isinstance(op_type, bytes) else str(op_type)
 
 
+def _check_text(model):
+    """One FileFormatError for the first name that is not valid UTF-8 (protobuf
+    hands such string fields over as bytes, which no later step expects).
+    Op types are left to the unsupported-op report, which prints them."""
+    def bad(what, text):
+        if isinstance(text, bytes):
+            raise FileFormatError(f"{what} {text!r} is not valid UTF-8")
+
+    def value_info(vi):
+        bad("value name", vi.name)
+        if vi.type.HasField("tensor_type"):
+            for d in vi.type.tensor_type.shape.dim:
+                bad(f"dim_param of {vi.name!r}", d.dim_param)
+
+    def graph(g):
+        bad("graph name", g.name)
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            value_info(vi)
+        for t in g.initializer:
+            bad("initializer name", t.name)
+        nodes(g.node)
+
+    def nodes(ns):
+        for n in ns:
+            for text in [n.name, n.domain, *n.input, *n.output]:
+                bad("name in node", text)
+            for a in n.attribute:
+                bad("attribute name", a.name)
+                if a.HasField("g"):
+                    graph(a.g)
+                for sub in a.graphs:
+                    graph(sub)
+
+    graph(model.graph)
+    for f in model.functions:
+        for text in [f.name, f.domain, *f.input, *f.output, *f.attribute]:
+            bad("name in function", text)
+        nodes(f.node)
+
+
 def import_onnx(path_or_model):
     """Read an ONNX model (path, bytes or onnx.ModelProto) into an IR Graph."""
     from irtool.frontends.onnx_ops import OPS
@@ -715,6 +755,7 @@ def import_onnx(path_or_model):
     if not model.HasField("graph") or not g.output:
         where = path_or_model if isinstance(path_or_model, (str, os.PathLike)) else "the model"
         raise FileFormatError(f"{where}: not an ONNX model (it has no graph outputs)")
+    _check_text(model)
     missing = unsupported_ops(model)
     if missing:
         raise UnsupportedError(_unsupported_message(missing))

@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 import irtool
-from irtool.errors import IRToolError
+from irtool.errors import FileFormatError, IRToolError
 from irtool.ir.dtypes import check_dtype, is_float
 from irtool.ir.opdef import REGISTRY
 from tests.op_harness import loss_graph
@@ -1278,6 +1278,38 @@ def test_regression_non_utf8_op_type_is_a_typed_error():
     data = data.replace(b"Xyzw", b"X\xffzw")             # same length: still a valid protobuf
     with pytest.raises(IRToolError):
         irtool.import_onnx(data)
+
+
+@pytest.mark.parametrize("good,bad,what", [
+    (b"Bqtch", b"B\xfftch", "dim_param"),          # found by scripts/fuzz_atheris.py onnx
+    (b"Qxval", b"Q\xffval", "name in node"),       # a value between two nodes
+    (b"Nodez", b"N\xffdez", "name in node"),
+    (b"Gname", b"G\xffame", "graph name"),
+])
+def test_regression_non_utf8_names_are_one_typed_error(good, bad, what):
+    """protobuf hands a string field that is not valid UTF-8 over as bytes."""
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Relu", ["x"], ["Qxval"], name="Nodez"), helper.make_node("Neg", ["Qxval"], ["y"])]
+    g = helper.make_graph(nodes, "Gname", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["Bqtch", 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["Bqtch", 2])])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    assert irtool.import_onnx(data).outputs                      # the clean model imports
+    with pytest.raises(FileFormatError, match=f"{what}.*not valid UTF-8"):
+        irtool.import_onnx(data.replace(good, bad))            # same length: still a valid protobuf
+
+
+def test_atheris_short_run_finds_nothing(tmp_path):
+    """A short coverage-guided pass of scripts/fuzz_atheris.py per target
+    (where atheris installs); longer runs: the script's -max_total_time."""
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "fuzz_atheris.py")
+    for target, runs in (("onnx", 3000), ("irz", 20000)):
+        p = subprocess.run([sys.executable, script, target, f"-runs={runs}", "-timeout=30", "-seed=1"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert f"Done {runs} runs" in p.stderr
 
 
 @pytest.mark.parametrize("op,arity", [("maximum", 3), ("add", 1), ("exp", 2)])
