@@ -81,7 +81,7 @@ class Plan:
             if frees[i]:
                 lines.append(f"    del {', '.join(map(var, frees[i]))}")
         lines.append(f"    return [{', '.join(map(var, outputs))}]")
-        code = compile("\n".join(lines), f"<irtool plan {graph.name}>", "exec")
+        code = compile("\n".join(lines), f"<irtool plan {graph.name!r}>", "exec")   # repr: any name is a valid filename
         namespace = dict(names)
         exec(code, namespace)                   # noqa: S102 - our own generated source
         run = namespace["run"]

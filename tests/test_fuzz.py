@@ -1298,6 +1298,16 @@ def test_regression_non_utf8_names_are_one_typed_error(good, bad, what):
         irtool.import_onnx(data.replace(good, bad))            # same length: still a valid protobuf
 
 
+@pytest.mark.parametrize("name", ["a\x00b", "\ud800", "line\nbreak", ""])
+def test_regression_any_graph_name_runs(name):
+    """Found by scripts/fuzz_atheris.py: the numpy runtime's generated plan was
+    compiled under a file name holding the graph name (NUL -> ValueError)."""
+    b = irtool.Builder(name)
+    x = b.input("x", "float32", (2,))
+    graph = b.build([b.neg(x)])
+    np.testing.assert_array_equal(irtool.run(graph, [np.ones(2, np.float32)])[0], -np.ones(2, np.float32))
+
+
 def test_atheris_short_run_finds_nothing(tmp_path):
     """A short coverage-guided pass of scripts/fuzz_atheris.py per target
     (where atheris installs); longer runs: the script's -max_total_time."""
