@@ -2012,7 +2012,8 @@ def _if(ctx, node):
 
 
 LOOP_LIMIT = 10000          # iterations: a Loop that would unroll past this is an UnsupportedError
-LOOP_NODE_LIMIT = 200000    # body nodes imported for one Loop, all iterations together
+LOOP_NODE_LIMIT = 200000    # body nodes imported for one Loop, all iterations together,
+# and nodes in the whole imported graph while a Loop unrolls (nested Loops multiply)
 
 
 @op("Loop")
@@ -2093,6 +2094,8 @@ def _loop(ctx, node):
         if (i + 1) * size > LOOP_NODE_LIMIT:
             _unsup(node, f"unrolling more than {i} iterations of {size} body nodes would import more than "
                          f"{LOOP_NODE_LIMIT} nodes")
+        if len(b.nodes) + size > LOOP_NODE_LIMIT:
+            _unsup(node, f"unrolling it (in its enclosing loops) would grow the graph past {LOOP_NODE_LIMIT} nodes")
         outs = iteration(i, carried, f"{node.name or 'Loop'}/{i}/")
         carried = outs[1:1 + n_carried]
         for k in range(n_scan):

@@ -356,3 +356,21 @@ def test_keras_rnns_via_tf2onnx(kind, kw):
         for got in (irtool.run(graph, [x])[0], irtool.run(graph, [x], backend="onnxruntime")[0],
                     run_ort(exported, {graph.inputs[0].name: x})[0], run_ort(proto, {"x": x})[0]):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_nested_loops_past_the_graph_budget_are_reported():
+    """Found by the long fuzz run (an import that hung): each Loop stays within
+    its own budget, but 5000 x 5000 nested iterations multiply. The whole
+    graph's size is checked while unrolling, so this is one error in seconds."""
+    inner = body_graph([helper.make_node("Neg", ["y"], ["y_out"]), helper.make_node("Identity", ["c"], ["c_out"])],
+                       [("j", I64, []), ("c", B, []), ("y", F, [3])], [("c_out", B, []), ("y_out", F, [3])])
+    outer = body_graph([const("n", np.int64(5000)),
+                        helper.make_node("Loop", ["n", "", "x"], ["x_out"], body=inner, name="inner"),
+                        helper.make_node("Identity", ["cond"], ["cond_out"])],
+                       [("i", I64, []), ("cond", B, []), ("x", F, [3])], [("cond_out", B, []), ("x_out", F, [3])])
+    m = model([helper.make_node("Loop", ["M", "", "x0"], ["x"], body=outer, name="outer")],
+              [("x0", F, [3])], ["x"], {"M": np.int64(5000)})
+    import time
+    start = time.perf_counter()
+    _one_error(m, "Loop node", "200000 nodes")
+    assert time.perf_counter() - start < 60
