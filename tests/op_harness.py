@@ -89,3 +89,17 @@ def grad_cases(cases):
     """The cases whose op and sample take gradients."""
     return [p for p in cases
             if p.values[0].differentiable and p.values[1].grad and float_inputs(p.values[0], p.values[1].inputs)]
+
+
+def symbolic_shape_graph():
+    """A graph whose shape attrs name the input's symbolic dims (reshape to
+    (batch, -1), slice to seq, full, arange, shape_of): each backend must
+    resolve them per call."""
+    b = irtool.Builder("sym")
+    x = b.input("x", "float32", ("batch", "seq", 4))
+    flat = b.reshape(x, shape=("batch", -1))
+    head = b.slice(x, starts=(0,), ends=("seq",), axes=(1,))
+    ones = b.full(shape=("batch", "seq"), value=1.0, dtype="float32")
+    pos = b.arange(start=0, stop="seq", step=1, dtype="int64")
+    shp = b.shape_of(x)
+    return b.build([flat, head, ones, pos, shp])

@@ -703,14 +703,19 @@ def check_import_bytes(data, limit=20):
         return "ran"
 
 
-def _fuzz_import_mutations(max_examples, derandomize=True):
+def _fuzz_mutated_seeds(seeds, check, max_examples, derandomize):
+    """A hypothesis test: check(one of seeds() with random byte edits)."""
     @settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
               suppress_health_check=list(HealthCheck))
     @given(st.integers(0, 10 ** 6), EDITS)
     def fuzz(which, edits):
-        seeds = onnx_seeds()
-        check_import_bytes(mutate(seeds[which % len(seeds)], edits))
+        found = seeds()
+        check(mutate(found[which % len(found)], edits))
     return fuzz
+
+
+def _fuzz_import_mutations(max_examples, derandomize=True):
+    return _fuzz_mutated_seeds(onnx_seeds, check_import_bytes, max_examples, derandomize)
 
 
 ONNX_OPSETS = (13, 17, 18, 21)
@@ -951,13 +956,7 @@ def rewrite_header(data, which, value, action):
 
 
 def _fuzz_irz_bytes(max_examples, derandomize=True):
-    @settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(st.integers(0, 10 ** 6), EDITS)
-    def fuzz(which, edits):
-        seeds = irz_seeds()
-        check_irz_bytes(mutate(seeds[which % len(seeds)], edits))
-    return fuzz
+    return _fuzz_mutated_seeds(irz_seeds, check_irz_bytes, max_examples, derandomize)
 
 
 def _fuzz_irz_header(max_examples, derandomize=True):

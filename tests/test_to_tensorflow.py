@@ -19,7 +19,8 @@ import irtool  # noqa: E402
 from irtool.errors import UnsupportedError  # noqa: E402
 from irtool.ir.dtypes import check_dtype, is_float, np_dtype  # noqa: E402
 from irtool.ir.opdef import REGISTRY  # noqa: E402
-from tests.op_harness import float_inputs, grad_cases, loss_graph, op_cases, single_op_graph  # noqa: E402
+from tests.op_harness import (float_inputs, grad_cases, loss_graph, op_cases, single_op_graph,
+                               symbolic_shape_graph)  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 from irtool.exporters.optimize import optimize  # noqa: E402
@@ -180,14 +181,7 @@ def test_params_become_variables_named_like_the_ir():
 
 
 def test_one_trace_serves_every_symbolic_size():
-    b = irtool.Builder("sym")
-    x = b.input("x", "float32", ("batch", "seq", 4))
-    flat = b.reshape(x, shape=("batch", -1))
-    head = b.slice(x, starts=(0,), ends=("seq",), axes=(1,))
-    ones = b.full(shape=("batch", "seq"), value=1.0, dtype="float32")
-    pos = b.arange(start=0, stop="seq", step=1, dtype="int64")
-    shp = b.shape_of(x)
-    g = b.build([flat, head, ones, pos, shp])
+    g = symbolic_shape_graph()
     m = to_tensorflow(g)
     spec = m.__call__.input_signature[0]
     assert spec.shape.as_list() == [None, None, 4] and spec.name == "x"

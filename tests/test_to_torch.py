@@ -17,7 +17,8 @@ import irtool
 from irtool.frontends.torch_files import flatten_outputs
 from irtool.errors import IRTypeError, RuntimeFailure, UnsupportedError
 from irtool.ir.opdef import REGISTRY
-from tests.op_harness import float_inputs, grad_cases, loss_graph, op_cases, single_op_graph
+from tests.op_harness import (float_inputs, grad_cases, loss_graph, op_cases, single_op_graph,
+                               symbolic_shape_graph)
 
 torch = pytest.importorskip("torch")
 from irtool.exporters.torch import (LOWERINGS, dynamic_shapes_for, export_program,  # noqa: E402
@@ -175,14 +176,7 @@ def test_composites_without_a_lowering_are_decomposed(monkeypatch):
 
 
 def test_symbolic_shape_attrs_follow_the_input_shapes():
-    b = irtool.Builder("sym")
-    x = b.input("x", "float32", ("batch", "seq", 4))
-    flat = b.reshape(x, shape=("batch", -1))
-    head = b.slice(x, starts=(0,), ends=("seq",), axes=(1,))
-    ones = b.full(shape=("batch", "seq"), value=1.0, dtype="float32")
-    pos = b.arange(start=0, stop="seq", step=1, dtype="int64")
-    shp = b.shape_of(x)
-    g = b.build([flat, head, ones, pos, shp])
+    g = symbolic_shape_graph()
     m = to_torch(g)
     for batch, seq in ((2, 3), (4, 7)):
         a = np.random.default_rng(batch).standard_normal((batch, seq, 4)).astype(np.float32)
